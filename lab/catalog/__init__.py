@@ -1,0 +1,1 @@
+"""Catalogue ingest: audio + metadata in, verified catalogue items out."""

@@ -1,0 +1,217 @@
+"""Consent and licence records: the only shapes allowed into the ledger.
+
+Every field a decision depends on is validated here, at the boundary, so the ledger and
+clearance never see a half-formed grant. Unknown keys are refused (audiocraft's manifests
+silently drop them; a licence field must never vanish that way).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from datetime import date, datetime, time, timezone
+from typing import Annotated, Literal, Union
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+
+from .licences import LicenceError, validate_expression
+
+PURPOSES = ("ai_training", "ai_generative_training", "ai_inference", "commercial_output", "eval_only")
+Purpose = Literal["ai_training", "ai_generative_training", "ai_inference", "commercial_output", "eval_only"]
+Role = Literal["master_owner", "label", "publisher", "composer", "songwriter", "performer", "producer"]
+Right = Literal["master", "composition", "performance"]
+OnTermination = Literal["retain", "retire", "retrain"]
+ConsentStatus = Literal["opted_in", "opted_out"]
+WORLDWIDE = "WW"
+
+_ISRC = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}[0-9]{2}[0-9]{5}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
+# ISO 3166-1 alpha-2 shape; the full list would be a table to maintain, the shape catches typos
+# like "UK " or "usa" and fails closed on anything else.
+_TERRITORY = re.compile(r"^[A-Z]{2}$")
+
+
+def _to_utc(value):
+    """Accept a bare date as midnight UTC; naive datetimes are refused by AwareDatetime."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return datetime.combine(value, time.min, tzinfo=timezone.utc)
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return datetime.combine(date.fromisoformat(value), time.min, tzinfo=timezone.utc)
+    return value
+
+
+UTCDatetime = Annotated[AwareDatetime, BeforeValidator(_to_utc)]
+Identifier = Annotated[str, Field(pattern=_ID.pattern)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Party(Strict):
+    name: str = Field(min_length=1)
+    role: Role
+    right: Right
+    share: float = Field(gt=0, le=100, description="percent of this right held by the party")
+    party_id: str | None = Field(default=None, description="IPI / ISNI / DDEX party id")
+
+
+class Subject(Strict):
+    """What a grant covers. Every identifier given must match the catalogue item."""
+
+    recording_id: Identifier | None = None
+    isrc: str | None = None
+    audio_sha256: str | None = None
+    catalog: Identifier | None = Field(default=None, description="a whole-catalogue deal")
+
+    @field_validator("isrc")
+    @classmethod
+    def _isrc(cls, v):
+        if v is None:
+            return v
+        v = v.replace("-", "").upper()
+        if not _ISRC.match(v):
+            raise ValueError(f"not an ISRC: {v!r} (expected CC-XXX-YY-NNNNN)")
+        return v
+
+    @field_validator("audio_sha256")
+    @classmethod
+    def _sha(cls, v):
+        if v is not None and not _SHA256.match(v):
+            raise ValueError("audio_sha256 must be 64 lowercase hex characters")
+        return v
+
+    @model_validator(mode="after")
+    def _some_identifier(self):
+        if not any((self.recording_id, self.isrc, self.audio_sha256, self.catalog)):
+            raise ValueError("subject needs at least one of recording_id, isrc, audio_sha256, catalog")
+        return self
+
+
+class Compensation(Strict):
+    model: Literal["none", "flat_fee", "per_second_trained", "revenue_share"]
+    rate: float = Field(default=0.0, ge=0)
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    notes: str = ""
+
+
+class Grant(Strict):
+    """A consent record: one recording, or a catalogue deal, for named purposes and places."""
+
+    grant_id: Identifier
+    version: int = Field(default=1, ge=1)
+    supersedes: Identifier | None = Field(default=None, description="grant_id this version replaces")
+    issued_at: UTCDatetime
+    issuer: str = Field(min_length=1)
+    subject: Subject
+    status: ConsentStatus = "opted_in"
+    parties: list[Party] = Field(default_factory=list)
+    purposes: list[Purpose] = Field(default_factory=list)
+    territories: list[str] = Field(default_factory=list)
+    valid_from: UTCDatetime
+    valid_until: UTCDatetime | None = None
+    on_termination: OnTermination = "retain"
+    licence: str
+    attribution: str = ""
+    compensation: Compensation = Compensation(model="none")
+    evidence: str = Field(default="", description="contract / signed form reference")
+
+    @field_validator("licence")
+    @classmethod
+    def _licence(cls, v):
+        try:
+            return validate_expression(v)
+        except LicenceError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("territories")
+    @classmethod
+    def _territories(cls, v):
+        out = []
+        for t in v:
+            t = t.strip().upper()
+            if t in ("WORLDWIDE", "WORLD"):
+                t = WORLDWIDE
+            if t != WORLDWIDE and not _TERRITORY.match(t):
+                raise ValueError(f"territory {t!r} is not an ISO 3166-1 alpha-2 code or 'WW'")
+            out.append(t)
+        return sorted(set(out))
+
+    @field_validator("purposes")
+    @classmethod
+    def _purposes(cls, v):
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.valid_until is not None and self.valid_until <= self.valid_from:
+            raise ValueError("valid_until must be after valid_from")
+        if self.status == "opted_in":
+            if not self.purposes:
+                raise ValueError("an opted_in grant must name at least one purpose")
+            if not self.territories:
+                raise ValueError("an opted_in grant must name at least one territory (or 'WW')")
+            if not self.parties:
+                raise ValueError("an opted_in grant must name its rights holders (parties)")
+        totals: dict[str, float] = defaultdict(float)
+        for p in self.parties:
+            totals[p.right] += p.share
+        bad = {r: t for r, t in totals.items() if abs(t - 100.0) > 1e-6}
+        if bad:
+            detail = ", ".join(f"{r}={t:g}" for r, t in sorted(bad.items()))
+            raise ValueError(f"party shares per right must sum to 100 (got {detail})")
+        return self
+
+
+class GrantEvent(Strict):
+    kind: Literal["grant"] = "grant"
+    grant: Grant
+
+
+class AmendEvent(Strict):
+    """A new version of a grant (or a replacement grant) that supersedes an earlier one."""
+
+    kind: Literal["amend"] = "amend"
+    grant: Grant
+
+    @model_validator(mode="after")
+    def _names_what_it_supersedes(self):
+        if not self.grant.supersedes:
+            raise ValueError("an amend must name the grant it supersedes (grant.supersedes)")
+        return self
+
+
+class RevokeEvent(Strict):
+    kind: Literal["revoke"] = "revoke"
+    grant_id: Identifier
+    reason: str = Field(min_length=1)
+    effective_at: UTCDatetime
+    issuer: str = Field(min_length=1)
+
+
+class ExpireEvent(Strict):
+    kind: Literal["expire"] = "expire"
+    grant_id: Identifier
+    effective_at: UTCDatetime
+    reason: str = "term ended"
+
+
+LedgerEvent = Annotated[Union[GrantEvent, AmendEvent, RevokeEvent, ExpireEvent], Field(discriminator="kind")]
+EVENT_ADAPTER: TypeAdapter = TypeAdapter(LedgerEvent)
+
+
+def parse_event(data: dict) -> GrantEvent | AmendEvent | RevokeEvent | ExpireEvent:
+    """Validate one raw event; a bare grant (no `kind`) is read as a grant event."""
+    if isinstance(data, dict) and "kind" not in data and "grant_id" in data:
+        data = {"kind": "grant", "grant": data}
+    return EVENT_ADAPTER.validate_python(data)
