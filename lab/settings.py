@@ -1,0 +1,36 @@
+"""Where lab keeps its state. One place, overridable by environment, so CLI, Hydra and tests agree."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def lab_home() -> Path:
+    """Ledger, catalogues, keys and caches live here (default `./.lab`, env LAB_HOME)."""
+    return Path(os.environ.get("LAB_HOME", ".lab")).expanduser()
+
+
+def experiments_root() -> Path:
+    """Snapshots and runs (default `./experiments`, env LAB_EXPERIMENTS)."""
+    return Path(os.environ.get("LAB_EXPERIMENTS", "experiments")).expanduser()
+
+
+def ledger_url() -> str:
+    """SQLAlchemy URL of the rights ledger (env LAB_LEDGER_URL; SQLite under lab_home by default)."""
+    url = os.environ.get("LAB_LEDGER_URL")
+    if url:
+        return url
+    return f"sqlite:///{(lab_home() / 'ledger.sqlite').resolve()}"
+
+
+def catalogs_dir() -> Path:
+    return lab_home() / "catalogs"
+
+
+def keys_dir() -> Path:
+    return lab_home() / "keys"
+
+
+def cache_dir() -> Path:
+    return lab_home() / "cache"
