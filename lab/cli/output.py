@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -19,11 +20,11 @@ def emit_json(obj: Any) -> None:
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    t = Table(title=title)
+    t = Table(title=escape(title))
     for c in columns:
         t.add_column(c)
     for r in rows:
-        t.add_row(*[str(v) for v in r])
+        t.add_row(*[escape(str(v)) for v in r])
     console.print(t)
 
 
@@ -31,5 +32,5 @@ def fail(message: str, code: int = 1, as_json: bool = False, **extra: Any) -> No
     if as_json:
         emit_json({"ok": False, "error": message, **extra})
     else:
-        err_console.print(f"[bold red]error:[/] {message}")
+        err_console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from catalog_helpers import row, write_csv, write_jsonl
+
+from lab.catalog.importers import CatalogError, find_metadata, load_metadata, read_metadata
+
+
+def test_jsonl_and_csv_give_the_same_rows(tmp_path):
+    rows = [row("r1", "a.wav", artists=["Ada", "Bo"], rights_holders=["L1", "P1"]),
+            row("r2", "b.wav", isrc="GBLAB2600002", licence=None, rights_holders=[])]
+    j = read_metadata(write_jsonl(tmp_path / "m.jsonl", rows))
+    c = read_metadata(write_csv(tmp_path / "m.csv", rows))
+    assert [m.model_dump() for m in j] == [m.model_dump() for m in c]
+    assert c[0].artists == ["Ada", "Bo"] and c[1].isrc == "GBLAB2600002" and c[1].licence is None
+    assert c[1].rights_holders == []
+
+
+def test_malformed_jsonl_reports_every_line_and_field(tmp_path):
+    p = write_jsonl(tmp_path / "metadata.jsonl", [
+        row("r1", "a.wav"),
+        row("r2", "b.wav", title=""),              # line 2: empty title
+        "{not json",                                # line 3
+        row("r4", "d.wav", artists="Ada"),          # line 4: not a list
+        {**row("r5", "e.wav"), "licence_url": "x"}, # line 5: unknown field
+        row("r1", "f.wav"),                         # line 6: duplicate id
+        "[1, 2]",                                   # line 7: not an object
+        '{"recording_id": "r8", "recording_id": "r9"}',  # line 8: duplicate key
+    ])
+    with pytest.raises(CatalogError) as ei:
+        load_metadata(p)
+    got = {(i.line, i.field) for i in ei.value.issues}
+    assert {(2, "title"), (3, None), (4, "artists"), (5, "licence_url"), (6, "recording_id"),
+            (7, None), (8, "recording_id")} <= got
+    msg = str(ei.value)
+    assert "metadata.jsonl:2: field 'title'" in msg and "first on line 1" in msg
+
+
+def test_malformed_csv_reports_line_and_field(tmp_path):
+    p = tmp_path / "metadata.csv"
+    p.write_text(
+        "recording_id,title,artists,description,audio_path\n"
+        "r1,T,Ada,desc,a.wav\n"
+        "r2,T,,desc,b.wav\n"              # line 3: no artists
+        "bad id!,T,Ada,desc,c.wav\n"       # line 4: id pattern
+        "r5,T,Ada,desc\n",                 # line 5: too few fields
+        encoding="utf-8")
+    with pytest.raises(CatalogError) as ei:
+        load_metadata(p)
+    got = {(i.line, i.field) for i in ei.value.issues}
+    assert got == {(3, "artists"), (4, "recording_id"), (5, None)}
+
+
+def test_csv_header_problems(tmp_path):
+    p = tmp_path / "m.csv"
+    p.write_text("recording_id,title,artist,description,audio_path\nr1,T,Ada,d,a.wav\n", encoding="utf-8")
+    with pytest.raises(CatalogError) as ei:
+        load_metadata(p)
+    assert {(i.line, i.field) for i in ei.value.issues} == {(1, "artist"), (1, "artists")}
+
+
+def test_csv_multiline_field_keeps_line_numbers(tmp_path):
+    p = tmp_path / "m.csv"
+    p.write_text('recording_id,title,artists,description,audio_path\n'
+                 'r1,T,Ada,"two\nlines",a.wav\n'
+                 'r2,,Ada,d,b.wav\n', encoding="utf-8")
+    with pytest.raises(CatalogError) as ei:
+        load_metadata(p)
+    assert [(i.line, i.field) for i in ei.value.issues] == [(4, "title")]
+
+
+def test_find_metadata(tmp_path):
+    with pytest.raises(CatalogError, match="no metadata file"):
+        find_metadata(tmp_path)
+    write_jsonl(tmp_path / "metadata.jsonl", [row("r1", "a.wav")])
+    assert find_metadata(tmp_path).name == "metadata.jsonl"
+    write_csv(tmp_path / "metadata.csv", [row("r1", "a.wav")])
+    with pytest.raises(CatalogError, match="both"):
+        find_metadata(tmp_path)
+    assert find_metadata(tmp_path, tmp_path / "metadata.csv").name == "metadata.csv"
+
+
+def test_empty_and_non_utf8(tmp_path):
+    (tmp_path / "e.jsonl").write_text("\n\n")
+    with pytest.raises(CatalogError, match="no recordings"):
+        load_metadata(tmp_path / "e.jsonl")
+    (tmp_path / "b.jsonl").write_bytes(json.dumps(row("r1", "a.wav")).encode() + b"\n\xff\xfe\n")
+    with pytest.raises(CatalogError) as ei:
+        load_metadata(tmp_path / "b.jsonl")
+    assert ei.value.issues[0].line == 2
