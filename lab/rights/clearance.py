@@ -253,3 +253,27 @@ def clear(catalog: pa.Table, frame: pa.Table, policy: Policy, at: datetime | Non
             )
     return Clearance(at=at, policy=policy, cleared=cleared, reason=reason, detail=detail,
                      grant_ids=grant_ids, grant_seq=grant_seq)
+
+
+def recheck(catalog: pa.Table, frame: pa.Table, policy: Policy, expected: dict[str, str],
+            at: datetime | None = None) -> dict[str, tuple[str, str]]:
+    """Which of `expected` (recording_id → audio sha256) no longer clear now, and why.
+
+    Training calls this at start: a snapshot is only as good as the consent behind it
+    today, so a revocation or expiry since clearance stops the run.
+    """
+    ids = pa.array(sorted(expected))
+    subset = catalog.filter(pc.is_in(catalog["recording_id"], ids))
+    decision = clear(subset, frame, policy, at)
+    problems: dict[str, tuple[str, str]] = {}
+    seen = set()
+    for i, rid in enumerate(subset["recording_id"].to_pylist()):
+        seen.add(rid)
+        sha = subset["audio_sha256"][i].as_py()
+        if sha != expected[rid]:
+            problems[rid] = ("audio_changed", f"catalogue audio sha256 is now {sha}, snapshot has {expected[rid]}")
+        elif not decision.cleared[i]:
+            problems[rid] = (decision.reason[i] or "not_cleared", decision.detail[i])
+    for rid in set(expected) - seen:
+        problems[rid] = ("not_in_catalogue", "the recording is no longer in the catalogue")
+    return problems
