@@ -38,7 +38,7 @@ def build_demo(home: Path, ledger_url: str, *, fresh: bool = False) -> dict:
         imported = 0 if already else len(ledger.import_jsonl(src.ledger))
     cat = ingest(source, CATALOG, metadata=src_meta)
     save_catalog(cat, home)
-    card = write_dataset_card(cat, Path("data_cards/datasets") / f"{CATALOG}.md")
+    card = write_dataset_card(cat, CONFIG_DIR.parent / "data_cards" / "datasets" / f"{CATALOG}.md")
     return {"catalog": CATALOG, "source": str(source), "items": len(cat.items),
             "ledger_events_imported": imported, "dataset_card": str(card)}
 

@@ -27,10 +27,10 @@ GRANT_REASONS = (
     "revoked",
     "expired",
     "not_yet_valid",
-    "purpose_not_granted",
-    "territory_not_granted",
     "licence_unknown",
     "licence_not_accepted",
+    "purpose_not_granted",
+    "territory_not_granted",
 )
 REASONS = INGEST_REASONS + ("no_grant",) + GRANT_REASONS + ("superseded",)
 OK = 0  # grant verdict code; reason codes are 1 + index in GRANT_REASONS
@@ -135,14 +135,14 @@ def effective_grants(frame: pa.Table, at: datetime, policy: Policy) -> pa.Table:
     mark(pc.or_(pc.is_in(grants["grant_id"], expired_ev).fill_null(False),
                 pc.less_equal(grants["valid_until"], t).fill_null(False)), "expired")
     mark(pc.greater(grants["valid_from"], t).fill_null(True), "not_yet_valid")
+    lic = _licence_verdicts(pc.unique(grants["licence"].fill_null("")).to_pylist(), policy)
+    lic_code = _map_unique(grants["licence"].fill_null(""), lambda s: lic.get(s or "", _CODE["licence_unknown"]))
+    np.copyto(code, lic_code, where=(code == OK) & (lic_code != OK))
     need = set(policy.purposes)
     mark(_map_unique(grants["purposes"], lambda s: int(not s or not need <= set(s.split()))), "purpose_not_granted")
     terr = policy.territory
     mark(_map_unique(grants["territories"],
                      lambda s: int(not s or not ({terr, WORLDWIDE} & set(s.split())))), "territory_not_granted")
-    lic = _licence_verdicts(pc.unique(grants["licence"].fill_null("")).to_pylist(), policy)
-    lic_code = _map_unique(grants["licence"].fill_null(""), lambda s: lic.get(s or "", _CODE["licence_unknown"]))
-    np.copyto(code, lic_code, where=(code == OK) & (lic_code != OK))
 
     # An opt-out is a standing "no": it outranks every grant for the same subject, unless it
     # was itself revoked, superseded, or is outside its own window.
@@ -180,14 +180,14 @@ def _pairs(items: pa.Table, grants: pa.Table) -> tuple[np.ndarray, np.ndarray]:
         joined = items.select(["i", "recording_id", "isrc", "audio_sha256", "catalog"]).join(
             driven.select(["g", *cols.values()]), keys=key, right_keys=gcol, join_type="inner"
         )
-        ok = pc.scalar(True)
+        ok = np.ones(joined.num_rows, dtype=bool)
         for other, ocol in cols.items():
             if other == key or ocol not in joined.column_names:
                 continue
             # Named on the grant → must equal the item's (a null on the item never matches).
             same = pc.equal(joined[other], joined[ocol]).fill_null(False)
-            ok = pc.and_(ok, pc.or_(pc.is_null(joined[ocol]), same))
-        joined = joined.filter(ok)
+            ok &= pc.or_(pc.is_null(joined[ocol]), same).to_numpy(zero_copy_only=False)
+        joined = joined.filter(pa.array(ok))
         item_idx.append(joined["i"].to_numpy())
         grant_idx.append(joined["g"].to_numpy())
     if not item_idx:

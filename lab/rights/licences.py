@@ -66,6 +66,7 @@ def parse(expression: str):
     return parsed
 
 
+@lru_cache(maxsize=65536)
 def validate_expression(expression: str) -> str:
     """Return the normalised expression string or raise LicenceError."""
     return str(parse(expression))
