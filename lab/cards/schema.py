@@ -86,6 +86,7 @@ class RightsHolder(_Card):
     right: Right
     share: float = Field(gt=0, le=100, description="percent of this right")
     grant_id: Identifier
+    party_id: str | None = Field(default=None, description="IPI / ISNI / DDEX party id, when the grant gives one")
 
 
 class SourceRow(_Card):
