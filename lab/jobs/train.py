@@ -244,7 +244,19 @@ def _run_dir(cfg: DictConfig, dist: DistInfo) -> Path:
     return Path(broadcast_object(path))
 
 
+def _quiet_libraries() -> None:
+    """transformers warns that MusicGen's pad id (= codebook size) is outside the vocabulary,
+    which is by design, and draws a bar per shard write; keep the run log about the run."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
 def main(cfg: DictConfig) -> dict[str, Any]:
+    _quiet_libraries()
     dist = init_distributed()
     try:
         return _main(cfg, dist)
