@@ -59,6 +59,10 @@ def demo_cmd(
     result = clear_main(cfg)
     summary = result.summary()
     out = {"demo": built, "clearance": summary}
+    if not as_json:
+        typer.echo(f"demo catalogue: {built['items']} recordings in {built['source']}; "
+                   f"dataset card: {built['dataset_card']}")
+        print_clear_summary(summary)
     if train and (CONFIG_DIR / "train.yaml").is_file():
         from ..jobs.train import main as train_main
 
@@ -68,10 +72,9 @@ def demo_cmd(
     if as_json:
         emit_json(out)
         return
-    typer.echo(f"demo catalogue: {built['items']} recordings in {built['source']}; "
-               f"dataset card: {built['dataset_card']}")
-    print_clear_summary(summary)
     if "training" in out:
         t = out["training"]
-        typer.echo(f"checkpoints: {t['run_dir']}/checkpoints  (last: {t['last_checkpoint']})")
-        typer.echo(f"data card:   {t['last_checkpoint']}/data_card.json")
+        ckpt = t["last_checkpoint"]
+        typer.echo(f"trained {t['steps']} steps (final loss {t['final_loss']:.3f}) in {t['run_dir']}")
+        typer.echo(f"checkpoints: {t['run_dir']}/checkpoints   data card: {ckpt}/data_card.json")
+        typer.echo(f"audit it:    lab audit {ckpt}")
