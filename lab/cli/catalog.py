@@ -22,8 +22,8 @@ _MAX_HUMAN_ISSUES = 50
 
 
 def _esc(rows: list[list[Any]]) -> list[list[str]]:
-    """Catalogue text is data, not rich markup (a title like "[/]" would otherwise crash printing)."""
-    return [[escape(str(v)) for v in r] for r in rows]
+    """Cells as text; `output.table` escapes rich markup, so a title like "[/]" prints as itself."""
+    return [[str(v) for v in r] for r in rows]
 
 
 def _fail_catalog(exc: CatalogError, as_json: bool) -> None:
@@ -33,7 +33,7 @@ def _fail_catalog(exc: CatalogError, as_json: bool) -> None:
     shown = [str(i) for i in exc.issues[:_MAX_HUMAN_ISSUES]]
     if len(exc.issues) > _MAX_HUMAN_ISSUES:
         shown.append(f"… and {len(exc.issues) - _MAX_HUMAN_ISSUES} more (use --json for all)")
-    fail(escape("\n".join([exc.summary, *("  " + s for s in shown)])))
+    fail("\n".join([exc.summary, *("  " + s for s in shown)]))
 
 
 def _counts_rows(counts: dict[str, Any]) -> list[list[Any]]:
@@ -92,7 +92,7 @@ def show_cmd(
         emit_json({"ok": True, "manifest": manifest, "items_total": total, "items_shown": len(items),
                    "items": items})
         return
-    table(escape(f"catalogue {name} ({manifest['root']}, ingested {manifest.get('created_at', '?')})"),
+    table((f"catalogue {name} ({manifest['root']}, ingested {manifest.get('created_at', '?')})"),
           ["status", "reason", "items"], _counts_rows(manifest["counts"]))
     rows = []
     for it in items:
