@@ -22,13 +22,11 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import math
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -39,6 +37,7 @@ import soundfile as sf
 import torch
 
 from ..util.canonical import canonical_json, sha256_hex
+from ..util.audio import resample as _resample
 from ..util.timestamps import utcnow
 from .snapshot import Snapshot, SnapshotItem, load_snapshot
 
@@ -128,38 +127,13 @@ def cache_key(snapshot: Snapshot, codec, *, segment_seconds: float, bandwidth: f
 # --------------------------------------------------------------------------- audio
 
 
-@lru_cache(maxsize=16)
-def _sinc_kernel(orig: int, new: int, width: int = 6, rolloff: float = 0.99) -> tuple[torch.Tensor, int]:
-    """Windowed-sinc (Hann) polyphase kernel, the construction torchaudio uses; orig/new already reduced."""
-    base = min(orig, new) * rolloff
-    pad = int(math.ceil(width * orig / base))
-    idx = torch.arange(-pad, pad + orig, dtype=torch.float64)[None, None] / orig
-    t = torch.arange(0, -new, -1, dtype=torch.float64)[:, None, None] / new + idx
-    t = (t * base).clamp(-width, width)
-    window = torch.cos(t * math.pi / width / 2) ** 2
-    t = t * math.pi
-    kernel = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / torch.where(t == 0, torch.ones_like(t), t))
-    kernel = kernel * window * (base / orig)
-    return kernel.to(torch.float32), pad
-
-
 def resample(wave: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
-    """Band-limited resampling of a mono float waveform (windowed sinc, Hann window, 6 zero crossings,
-    rolloff 0.99). Pure torch, so the codes do not depend on whether scipy/torchaudio happen to be
-    installed; output length is ``ceil(len * new_sr / orig_sr)``."""
+    """Band-limited resampling (lab.util.audio): pure torch, so the codes do not depend on whether
+    scipy/torchaudio happen to be installed. Returns float32 numpy."""
     wave = np.asarray(wave, dtype=np.float32)
     if orig_sr == new_sr or wave.size == 0:
         return wave
-    g = math.gcd(int(orig_sr), int(new_sr))
-    orig, new = int(orig_sr) // g, int(new_sr) // g
-    kernel, pad = _sinc_kernel(orig, new)
-    x = torch.from_numpy(np.ascontiguousarray(wave))[None, None]
-    n = x.shape[-1]
-    x = torch.nn.functional.pad(x, (pad, pad + orig))
-    with torch.no_grad():
-        y = torch.nn.functional.conv1d(x, kernel, stride=orig)  # (1, new, frames)
-    y = y.transpose(1, 2).reshape(-1)[: int(math.ceil(new * n / orig))]
-    return y.numpy().astype(np.float32, copy=False)
+    return _resample(wave, orig_sr, new_sr).numpy().astype(np.float32, copy=False)
 
 
 def _audio_path(root: Path, item: SnapshotItem) -> Path:

@@ -12,11 +12,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..cards.render import croissant, model_card
-from ..cards.schema import BaseCardRef, BaseModelRef, Lineage, ParentCheckpoint, card_sha256, load_card, write_card
+from ..cards.schema import BaseCardRef, BaseModelRef, ParentCheckpoint, card_sha256, load_card, write_card
 from ..cards.signing import ensure_keypair, require_valid, sign_folder
 from ..catalog.store import load_catalog_table
 from ..data.codes import build_code_cache, load_item_audio
@@ -222,7 +221,11 @@ class ProvenanceHook(TrainerHooks):
         state = load_file(str(Path(checkpoint_dir) / "model.safetensors"))
         missing, unexpected = model.load_state_dict(state, strict=False)
         # Tied / non-persistent buffers may be absent from the file; real weights may not.
-        real_missing = [k for k in missing if not k.endswith(("position_ids", "embed_positions.weights"))]
+        # A tied alias (T5's encoder.embed_tokens = shared) shares storage with a loaded tensor.
+        tensors = model.state_dict(keep_vars=True)
+        loaded = {tensors[k].data_ptr() for k in state if k in tensors}
+        real_missing = [k for k in missing if not k.endswith(("position_ids", "embed_positions.weights"))
+                        and tensors[k].data_ptr() not in loaded]
         if real_missing or unexpected:
             raise RuntimeError(f"checkpoint {checkpoint_dir} does not match the model: "
                                f"missing {real_missing[:5]}, unexpected {unexpected[:5]}")
