@@ -23,12 +23,22 @@ def run_hydra(config_name: str, task: Callable, overrides: list[str]) -> None:
 
     if not (CONFIG_DIR / f"{config_name}.yaml").is_file():
         raise typer.BadParameter(f"no {config_name}.yaml under {CONFIG_DIR} (set LAB_CONFIG_DIR)")
+    overrides = _pin_run_under_torchrun(overrides)
     argv = sys.argv
     sys.argv = [f"lab {config_name}", *overrides]
     try:
         hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")(task)()
     finally:
         sys.argv = argv
+
+
+def _pin_run_under_torchrun(overrides: list[str]) -> list[str]:
+    """Every torchrun rank composes the config itself, and `${now:}` can tick between them;
+    name the run after torchrun's rendezvous id (shared by all ranks) unless the user named it."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if not run_id or run_id == "none" or any(o.split("=", 1)[0].lstrip("+") in ("run_name", "run_dir") for o in overrides):
+        return overrides
+    return [*overrides, f"run_name=torchrun-{run_id}"]
 
 
 def print_clear_summary(summary: dict, as_json: bool = False) -> None:
