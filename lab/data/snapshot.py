@@ -2,6 +2,12 @@
 
 Items are plain dicts on the write path (a million rows through pydantic costs seconds);
 `load_snapshot` validates at the boundary where training picks one up.
+
+Each entry's digest covers every field of the entry (the item metadata that conditions the
+model, the exclusion detail) and, for a cleared item, the exact version *and terms* of each
+grant that cleared it (`<grant_id>@<seq>#<sha256 of the terms>`): the Merkle root, hence the
+snapshot id, changes if any of it is edited, including the parties and shares that data cards
+and royalty statements copy from `grants`.
 """
 
 from __future__ import annotations
@@ -11,17 +17,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import orjson
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..rights.clearance import Clearance
+from ..rights.clearance import Clearance, no_gc
 from ..util.atomic import write_bytes
 from ..util.canonical import canonical_json, digest
 from ..util.merkle import leaf_hash, merkle_root
 from ..util.timestamps import utcnow
 
 SCHEMA = "lab.snapshot/1"
+CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC  # == util.canonical.canonical_json
 ITEM_FIELDS = ("recording_id", "isrc", "title", "artists", "description", "audio_path",
                "audio_sha256", "duration_s", "sample_rate", "channels")
 
@@ -107,6 +115,21 @@ def _grant_terms(payload: dict[str, Any], seq: int) -> dict[str, Any]:
     }
 
 
+def _grant_ref(grant_id: str, terms: dict[str, Any]) -> str:
+    """What a cleared item's digest binds: grant id, effective version (ledger seq) and terms."""
+    return f"{grant_id}@{terms['seq']}#{digest(terms)}"
+
+
+def _leaf(entry: dict[str, Any], refs: list[str] | None) -> bytes:
+    """Leaf digest of one `items` (refs given) or `excluded` (refs None) entry: the canonical JSON
+    of every field but `digest`, whether it was cleared, and the refs of its clearing grants."""
+    core = {k: v for k, v in entry.items() if k != "digest"}
+    core["cleared"] = refs is not None
+    if refs is not None:
+        core["grants"] = sorted(refs)
+    return leaf_hash(canonical_json(core))
+
+
 def build_snapshot(
     catalog: pa.Table,
     clearance: Clearance,
@@ -117,32 +140,57 @@ def build_snapshot(
 ) -> dict[str, Any]:
     """Assemble the snapshot document. `grant_payloads` maps ledger seq → event payload for
     the effective version of each clearing grant (see `Clearance.grant_seq`)."""
-    cols = {f: catalog[f].to_pylist() for f in ITEM_FIELDS}
-    items, excluded, leaves = [], [], []
-    for i in range(catalog.num_rows):
-        rid = cols["recording_id"][i]
-        if clearance.cleared[i]:
-            refs = sorted(f"{g}@{clearance.grant_seq[g]}" for g in clearance.grant_ids[i])
-            core = {"recording_id": rid, "audio_sha256": cols["audio_sha256"][i], "cleared": True, "grants": refs}
-            d = leaf_hash(canonical_json(core))
-            row = {f: cols[f][i] for f in ITEM_FIELDS}
-            row["grant_ids"] = sorted(clearance.grant_ids[i])
-            row["digest"] = d.hex()
-            items.append(row)
+    missing = sorted(g for g, seq in clearance.grant_seq.items() if seq not in grant_payloads)
+    if missing:
+        raise SnapshotError(f"terms missing for clearing grant(s): {missing[:5]}")
+    with no_gc():
+        return _build(catalog, clearance, catalog_info, ledger_head, grant_payloads)
+
+
+def _build(catalog: pa.Table, clearance: Clearance, catalog_info: dict[str, Any], ledger_head: tuple[int, str],
+           grant_payloads: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    # The loops below are `_leaf` inlined (a million calls): same core, same bytes.
+    sha256, dumps, opts = hashlib.sha256, orjson.dumps, CANONICAL
+    grants: dict[str, dict[str, Any]] = {}
+    refs: dict[str, str] = {}  # == _grant_ref(gid, terms)
+    for gid, seq in sorted(clearance.grant_seq.items()):
+        terms = grants[gid] = _grant_terms(grant_payloads[seq], seq)
+        refs[gid] = f"{gid}@{seq}#{sha256(dumps(terms, option=opts)).hexdigest()}"
+    cleared = np.asarray(clearance.cleared, dtype=bool)
+    pos, neg = np.flatnonzero(cleared), np.flatnonzero(~cleared)
+    grant_ids = clearance.grant_ids
+    leaves: list[bytes] = []
+    # Only cleared rows need their metadata as Python objects.
+    rows = catalog.select(list(ITEM_FIELDS)).take(pa.array(pos, pa.int64()))
+    items = [dict(zip(ITEM_FIELDS, vals)) for vals in zip(*(rows[f].to_pylist() for f in ITEM_FIELDS))]
+    for row, i in zip(items, pos.tolist()):
+        gids = grant_ids[i]
+        if len(gids) > 1:
+            gids = sorted(gids)
+            row["grants"] = sorted(refs[g] for g in gids)
         else:
-            core = {"recording_id": rid, "audio_sha256": cols["audio_sha256"][i], "cleared": False,
-                    "reason": clearance.reason[i]}
-            d = leaf_hash(canonical_json(core))
-            excluded.append({"recording_id": rid, "reason": clearance.reason[i], "detail": clearance.detail[i],
-                             "audio_sha256": cols["audio_sha256"][i], "grant_ids": clearance.grant_ids[i],
-                             "digest": d.hex()})
+            row["grants"] = [refs[g] for g in gids]
+        row["grant_ids"] = gids
+        row["cleared"] = True
+        d = sha256(b"\x00" + dumps(row, option=opts)).digest()
+        del row["grants"], row["cleared"]
+        row["digest"] = d.hex()
+        leaves.append(d)
+    excluded = []
+    take = pa.array(neg, pa.int64())
+    reason, detail = clearance.reason, clearance.detail
+    for i, rid, sha in zip(neg.tolist(), catalog["recording_id"].take(take).to_pylist(),
+                           catalog["audio_sha256"].take(take).to_pylist()):
+        entry = {"recording_id": rid, "reason": reason[i], "detail": detail[i], "audio_sha256": sha,
+                 "grant_ids": grant_ids[i], "cleared": False}
+        d = sha256(b"\x00" + dumps(entry, option=opts)).digest()
+        del entry["cleared"]
+        entry["digest"] = d.hex()
+        excluded.append(entry)
         leaves.append(d)
     root = merkle_root(leaves)
     policy = clearance.policy.identity() | {"digest": clearance.policy.digest()}
     head_seq, head_hash = ledger_head
-    missing = sorted(g for g, seq in clearance.grant_seq.items() if seq not in grant_payloads)
-    if missing:
-        raise SnapshotError(f"terms missing for clearing grant(s): {missing[:5]}")
     return {
         "schema": SCHEMA,
         "snapshot_id": snapshot_id(root, policy["digest"], head_hash),
@@ -153,7 +201,7 @@ def build_snapshot(
         "policy": policy,
         "ledger": {"head_seq": head_seq, "head_hash": head_hash},
         "counts": {"items": catalog.num_rows, "cleared": len(items), "excluded": clearance.counts()},
-        "grants": {gid: _grant_terms(grant_payloads[seq], seq) for gid, seq in sorted(clearance.grant_seq.items())},
+        "grants": grants,
         "items": items,
         "excluded": excluded,
     }
@@ -168,27 +216,34 @@ def write_snapshot(doc: dict[str, Any], root_dir: Path) -> Path:
 
 
 def load_snapshot(path: str | Path) -> Snapshot:
-    """Read and check a snapshot: schema, per-item digests, Merkle root, id."""
+    """Read and check a snapshot: schema, per-entry digests (grant terms included), Merkle root, id."""
     path = Path(path)
     if path.is_dir():
         path = path / "snapshot.json"
     if not path.is_file():
         raise SnapshotError(f"no snapshot at {path}")
     try:
-        snap = Snapshot.model_validate(orjson.loads(path.read_bytes()))
+        raw = orjson.loads(path.read_bytes())
+        snap = Snapshot.model_validate(raw)
     except Exception as exc:  # noqa: BLE001 - pydantic or JSON, either way the file is unusable
         raise SnapshotError(f"{path}: not a valid {SCHEMA} document: {exc}") from None
-    leaves = []
-    for it in snap.items:
-        refs = sorted(f"{g}@{snap.grants[g].seq}" for g in it.grant_ids if g in snap.grants)
-        if len(refs) != len(it.grant_ids):
-            raise SnapshotError(f"{path}: item {it.recording_id} names a grant with no terms in the snapshot")
-        core = {"recording_id": it.recording_id, "audio_sha256": it.audio_sha256, "cleared": True, "grants": refs}
-        leaves.append(_check_leaf(path, it.recording_id, core, it.digest))
-    for ex in snap.excluded:
-        core = {"recording_id": ex.recording_id, "audio_sha256": ex.audio_sha256, "cleared": False,
-                "reason": ex.reason}
-        leaves.append(_check_leaf(path, ex.recording_id, core, ex.digest))
+    # Digests are recomputed from the JSON values as read (what was hashed when it was written),
+    # not from the pydantic models, which may coerce.
+    with no_gc():
+        refs = {gid: _grant_ref(gid, terms) for gid, terms in raw["grants"].items()}
+        used: set[str] = set()
+        leaves = []
+        for it in raw["items"]:
+            gids = it["grant_ids"]
+            if any(g not in refs for g in gids):
+                raise SnapshotError(f"{path}: item {it['recording_id']} names a grant with no terms in the snapshot")
+            used.update(gids)
+            leaves.append(_check_leaf(path, it, [refs[g] for g in gids]))
+        for ex in raw["excluded"]:
+            leaves.append(_check_leaf(path, ex, None))
+    unused = sorted(set(refs) - used)
+    if unused:
+        raise SnapshotError(f"{path}: terms of grant(s) no cleared item names: {unused[:5]} (edited snapshot?)")
     root = merkle_root(leaves)
     if root != snap.merkle_root:
         raise SnapshotError(f"{path}: Merkle root does not match its items (edited snapshot?)")
@@ -200,8 +255,8 @@ def load_snapshot(path: str | Path) -> Snapshot:
     return snap
 
 
-def _check_leaf(path: Path, rid: str, core: dict, recorded: str) -> bytes:
-    d = leaf_hash(canonical_json(core))
-    if d.hex() != recorded:
-        raise SnapshotError(f"{path}: item {rid} digest mismatch (edited snapshot?)")
+def _check_leaf(path: Path, entry: dict[str, Any], refs: list[str] | None) -> bytes:
+    d = _leaf(entry, refs)
+    if d.hex() != entry["digest"]:
+        raise SnapshotError(f"{path}: item {entry['recording_id']} digest mismatch (edited snapshot?)")
     return d

@@ -30,6 +30,11 @@ class Policy(Strict):
             raise ValueError("a policy names one concrete territory (ISO 3166-1 alpha-2), not 'WW'")
         return v
 
+    @field_validator("purposes")
+    @classmethod
+    def _purposes(cls, v: list[str]) -> list[str]:
+        return sorted(set(v))  # a set: order must not change the policy digest (hence snapshot ids)
+
     @field_validator("accept_licence_classes")
     @classmethod
     def _classes(cls, v: list[str]) -> list[str]:
