@@ -102,7 +102,7 @@ def _consent_now(report: AuditReport, card, ledger: Ledger, at: datetime | None)
                if then.ok else f"ledger chain problem: {then.first_problem}")
     p = card.snapshot.policy
     policy = Policy(name=p.name, purposes=p.purposes, territory=p.territory,
-                    accept_licence_classes=p.accept_licence_classes)
+                    accept_licence_classes=p.accept_licence_classes, contracts=p.contracts)
     table = pa.table({
         "recording_id": [s.recording_id for s in sources], "isrc": [s.isrc for s in sources],
         "audio_sha256": [s.audio_sha256 for s in sources], "catalog": [card.snapshot.catalog] * len(sources),

@@ -200,6 +200,7 @@ class PolicyRef(_Card):
     purposes: list[Purpose] = Field(min_length=1)
     territory: Territory
     accept_licence_classes: list[LicenceClassName] = Field(min_length=1)  # type: ignore[valid-type]
+    contracts: dict[str, str] = Field(default_factory=dict, description="LicenseRef-* contract id -> licence class")
     digest: Sha256
 
 
@@ -221,7 +222,7 @@ class SnapshotRef(_Card):
             merkle_root=snap["merkle_root"],
             ledger_head_seq=snap["ledger"]["head_seq"],
             ledger_head_hash=snap["ledger"]["head_hash"],
-            policy={k: snap["policy"][k] for k in PolicyRef.model_fields},
+            policy={k: snap["policy"][k] for k in PolicyRef.model_fields if k in snap["policy"]},
             cleared_at=snap["cleared_at"],
             catalog=catalog["name"] if isinstance(catalog, Mapping) else catalog,
         )

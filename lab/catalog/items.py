@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..util.identifiers import normalize_isrc
 
 # Reasons ingest can reject an item for; clearance reports them as exclusions verbatim.
 IngestReject = Literal["decode_error", "path_outside_catalogue", "duplicate_audio", "missing_audio"]
@@ -23,6 +25,12 @@ class RecordingMeta(BaseModel):
     rights_holders: list[str] = Field(default_factory=list)
     licence: str | None = Field(default=None, description="declared licence; the ledger's grant decides")
     audio_path: str = Field(min_length=1, description="relative to the catalogue root")
+
+    @field_validator("isrc")
+    @classmethod
+    def _isrc(cls, v):
+        # Same canonical form as the ledger's grants, or an ISRC-only grant would never match.
+        return normalize_isrc(v or None)
 
 
 class CatalogItem(RecordingMeta):

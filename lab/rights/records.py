@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..util.identifiers import normalize_isrc
 from .licences import LicenceError, validate_expression
 
 PURPOSES = ("ai_training", "ai_generative_training", "ai_inference", "commercial_output", "eval_only")
@@ -33,7 +34,6 @@ OnTermination = Literal["retain", "retire", "retrain"]
 ConsentStatus = Literal["opted_in", "opted_out"]
 WORLDWIDE = "WW"
 
-_ISRC = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}[0-9]{2}[0-9]{5}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
 # ISO 3166-1 alpha-2 shape; the full list would be a table to maintain, the shape catches typos
@@ -77,12 +77,7 @@ class Subject(Strict):
     @field_validator("isrc")
     @classmethod
     def _isrc(cls, v):
-        if v is None:
-            return v
-        v = v.replace("-", "").upper()
-        if not _ISRC.match(v):
-            raise ValueError(f"not an ISRC: {v!r} (expected CC-XXX-YY-NNNNN)")
-        return v
+        return normalize_isrc(v)
 
     @field_validator("audio_sha256")
     @classmethod

@@ -90,3 +90,18 @@ def test_empty_and_non_utf8(tmp_path):
     with pytest.raises(CatalogError) as ei:
         load_metadata(tmp_path / "b.jsonl")
     assert ei.value.issues[0].line == 2
+
+
+def test_isrc_normalised_like_the_ledger(tmp_path):
+    """Catalogue ISRCs take the ledger's canonical form, or ISRC-only grants would never match."""
+    from lab.catalog.items import RecordingMeta
+
+    meta = RecordingMeta(recording_id="r1", isrc="gb-lab-26-00001", title="t", artists=["a"],
+                         description="d", audio_path="a.wav")
+    assert meta.isrc == "GBLAB2600001"
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="not an ISRC"):
+        RecordingMeta(recording_id="r1", isrc="GB-LAB-26", title="t", artists=["a"], description="d",
+                      audio_path="a.wav")
