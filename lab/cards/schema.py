@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from functools import lru_cache
@@ -34,6 +33,7 @@ from lab.rights.records import (
     Right,
     Role,
     UTCDatetime,
+    shares_off_100,
 )
 from lab.util import atomic
 from lab.util.canonical import sha256_file
@@ -119,13 +119,9 @@ class SourceRow(_Card):
         unknown = sorted({h.grant_id for h in self.rights_holders} - set(self.grant_ids))
         if unknown:
             raise ValueError(f"rights holders cite grants not in grant_ids: {', '.join(unknown)}")
-        totals: dict[str, float] = defaultdict(float)
-        for h in self.rights_holders:
-            totals[h.right] += h.share
-        bad = {r: t for r, t in totals.items() if abs(t - 100.0) > 1e-6}
-        if bad:
-            detail = ", ".join(f"{r}={t:g}" for r, t in sorted(bad.items()))
-            raise ValueError(f"{self.recording_id}: shares per right must sum to 100 (got {detail})")
+        off = shares_off_100(self.rights_holders)
+        if off:
+            raise ValueError(f"{self.recording_id}: shares per right must sum to 100 (got {off})")
         return self
 
 

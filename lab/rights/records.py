@@ -54,6 +54,14 @@ UTCDatetime = Annotated[AwareDatetime, BeforeValidator(_to_utc)]
 Identifier = Annotated[str, Field(pattern=_ID.pattern)]
 
 
+def shares_off_100(parties) -> str:
+    """'' when each right's shares add up to 100, else e.g. 'master=90' (the totals that do not)."""
+    totals: dict[str, float] = defaultdict(float)
+    for p in parties:
+        totals[p.right] += p.share
+    return ", ".join(f"{r}={t:g}" for r, t in sorted(totals.items()) if abs(t - 100.0) > 1e-6)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -158,13 +166,9 @@ class Grant(Strict):
                 raise ValueError("an opted_in grant must name at least one territory (or 'WW')")
             if not self.parties:
                 raise ValueError("an opted_in grant must name its rights holders (parties)")
-        totals: dict[str, float] = defaultdict(float)
-        for p in self.parties:
-            totals[p.right] += p.share
-        bad = {r: t for r, t in totals.items() if abs(t - 100.0) > 1e-6}
-        if bad:
-            detail = ", ".join(f"{r}={t:g}" for r, t in sorted(bad.items()))
-            raise ValueError(f"party shares per right must sum to 100 (got {detail})")
+        off = shares_off_100(self.parties)
+        if off:
+            raise ValueError(f"party shares per right must sum to 100 (got {off})")
         return self
 
 
