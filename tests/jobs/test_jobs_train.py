@@ -484,3 +484,24 @@ def test_ddp_two_ranks_one_checkpoint(demo, tmp_path):
     state = ck.load_training_state(folder)
     assert state.rng["world_size"] == 2 and len(state.extras["ranks"]) == 2
     assert verify_folder(folder, demo.public_key).ok
+
+
+def test_lora_adapter_run_ships_merged_stock_weights(shared_run, demo, tmp_path):
+    """model.lora trains adapters on the decoder; the checkpoint holds merged weights that stock
+    transformers loads, and the card says the relation is an adapter."""
+    from transformers import MusicgenForConditionalGeneration
+
+    base = shared_run.run_dir / "base"
+    run_dir = tmp_path / "lora"
+    summary = train(demo.train_cfg(run_dir, *_local(base, *DECLARED), "trainer.max_steps=3",
+                                   "+model.lora={r:4,alpha:8}"))
+    folder = Path(summary["last_checkpoint"])
+    card = validate_card(_card(folder))
+    assert card.lineage.relation == "adapter"
+    model = MusicgenForConditionalGeneration.from_pretrained(folder)
+    assert not any("lora" in k for k in model.state_dict()), "adapters must be merged before saving"
+    base_model = MusicgenForConditionalGeneration.from_pretrained(base)
+    changed = [k for k, v in model.decoder.state_dict().items()
+               if not torch.equal(v, base_model.decoder.state_dict()[k])]
+    assert changed and all("proj" in k for k in changed), changed[:5]
+    assert verify_folder(folder, demo.public_key).ok
