@@ -14,15 +14,17 @@ licences, territories, purposes and validity windows.
 
 Measured, each step in its own fresh child process (wall time of the step; peak RSS = the
 child's VmHWM, which includes the interpreter and imports, the import baseline is shown, and
-file pages mapped into the process, i.e. the SQLite file the Ledger reads through mmap; anon =
-peak RssAnon, heap and arrays only, sampled every 5 ms):
-  * lab: load_catalog_table + Ledger.frame + head + clear + Ledger.payloads + build_snapshot
-    (the stages of `lab.jobs.clear.run_clearance`), with the split per stage;
+file pages mapped into the process, e.g. a SQLite file read through mmap (the Ledger's bulk reads
+switch mmap off); anon = peak RssAnon, heap and arrays only, sampled every 5 ms):
+  * lab: `lab.jobs.clear.run_clearance`, end to end as `lab clear` runs it: ledger head, catalogue
+    table (on a thread) + `Ledger.frame` (clearance's columns), effective grants + `clear`, and
+    the streamed snapshot (excluded entries; the clearing grants' terms, read from the ledger
+    ahead on a thread; cleared items; Merkle root), snapshot.json written, fsync'd and renamed
+    into place, with the split per stage (each stage's seconds as `run_clearance` reports them);
   * floor: pd.read_parquet + pd.read_sql (plain SELECT via sqlite3) + latest grant per recording
     + drop revoked/expired + validity window + territory/purpose `str.contains` + merge:
     the simplest correct-ish join anyone would write (it ignores ISRC/sha/catalogue subjects,
-    opt-outs and licences, so it is a floor, not an equivalent);
-  * write_snapshot (snapshot.json, information only).
+    opt-outs and licences, and writes nothing, so it is a floor, not an equivalent).
 Prints a markdown table: step | seconds | peak RSS | anon | ratio vs floor. Targets: lab ≤ 10 s, ≤ 2 GiB.
 The exit status is 1 when lab misses a target.
 `--profile` adds a cProfile of the lab step (top functions by cumulative and own time).
@@ -271,46 +273,30 @@ def _anon() -> int:
     return ANON.read() if ANON is not None else 0
 
 
-def step_lab(home: Path, url: str, write_to: Path | None) -> dict:
+def step_lab(home: Path, url: str, snapshots: Path) -> dict:
+    """`lab.jobs.clear.run_clearance`, exactly as `lab clear` runs it: snapshot.json written (fsync, rename)."""
     t0 = time.perf_counter()
-    from lab.catalog.store import load_catalog_table
-    from lab.data.snapshot import build_snapshot, write_snapshot
-    from lab.rights.clearance import clear
+    from lab.jobs.clear import run_clearance
     from lab.rights.ledger import Ledger
     from lab.rights.policy import Policy
 
     out = {"imports_s": time.perf_counter() - t0, "imports_rss": _peak(), "stages": []}
 
-    def stage(name, fn):
-        t = time.perf_counter()
-        r = fn()
-        out["stages"].append([name, time.perf_counter() - t, _peak(), _anon()])
-        return r
+    def progress(name: str, seconds: float) -> None:
+        out["stages"].append([name, seconds, _peak(), _anon()])
 
     start = time.perf_counter()
     policy = Policy.model_validate(POLICY)
-    ledger = Ledger(url)
-    table = stage("load_catalog_table", lambda: load_catalog_table(CATALOG, home))
-    frame, head = stage("Ledger.frame + head", lambda: (ledger.frame(), ledger.head()))
-    decision = stage("clear()", lambda: clear(table, frame, policy, AT))
-    payloads = stage("Ledger.payloads (clearing grants' terms)",
-                     lambda: ledger.payloads(sorted(set(decision.grant_seq.values()))))
-    info = {"name": CATALOG, "root": None, "manifest_sha256": "0" * 64}
-    doc = stage("build_snapshot (digests, Merkle, id)",
-                lambda: build_snapshot(table, decision, catalog_info=info, ledger_head=head, grant_payloads=payloads))
+    res = run_clearance(catalog=CATALOG, ledger=Ledger(url), policy=policy, snapshots_dir=snapshots, home=home,
+                        at=AT, progress=progress)
     out["seconds"] = time.perf_counter() - start
     out["peak"] = _peak()
     out["anon"] = _anon()
+    doc = res.doc
     out["counts"] = {"cleared": doc["counts"]["cleared"], **doc["counts"]["excluded"]}
     out["snapshot_id"] = doc["snapshot_id"]
-    out["frame_rows"] = frame.num_rows
-    if write_to is not None:
-        t = time.perf_counter()
-        path = write_snapshot(doc, write_to)
-        out["write_s"] = time.perf_counter() - t
-        out["write_peak"] = _peak()
-        out["write_anon"] = _anon()
-        out["write_bytes"] = path.stat().st_size
+    out["frame_rows"] = doc["ledger"]["head_seq"]
+    out["write_bytes"] = res.snapshot_path.stat().st_size
     return out
 
 
@@ -368,7 +354,7 @@ def child_main(args) -> int:
     db = args.keep / "ledger.sqlite"
     url = f"sqlite:///{db}"
     if args.child == "lab":
-        res = step_lab(home, url, args.keep / "snapshots" if args.write else None)
+        res = step_lab(home, url, args.keep / "snapshots")
     elif args.child == "floor":
         res = step_floor(home, db)
     elif args.child == "profile":
@@ -378,8 +364,9 @@ def child_main(args) -> int:
 
         prof = cProfile.Profile()
         prof.enable()
-        res = step_lab(home, url, None)
+        res = step_lab(home, url, args.keep / "snapshots-profile")
         prof.disable()
+        shutil.rmtree(args.keep / "snapshots-profile", ignore_errors=True)
         for key in ("cumulative", "tottime"):
             s = io.StringIO()
             pstats.Stats(prof, stream=s).sort_stats(key).print_stats(25)
@@ -405,7 +392,6 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder for the catalogue + ledger, kept and reused across runs (default: temp, removed)")
     ap.add_argument("--profile", action="store_true", help="also cProfile the lab step")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--write", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         return child_main(args)
@@ -436,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # Interleave so drift (page cache, other load on shared cores) hits both alike.
         floor = run_child(args, "floor")
-        lab = run_child(args, "lab", ["--write"])
+        lab = run_child(args, "lab")
         floor2 = run_child(args, "floor")
         if floor2["seconds"] < floor["seconds"]:
             floor = floor2
@@ -448,11 +434,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{POLICY['name']} at {POLICY['at']}; {os.cpu_count()} CPUs visible, one thread per library.")
         print(f"peak RSS = the step's child-process high-water mark (VmHWM: interpreter + imports included, "
               f"imports alone: lab {_gib(lab['imports_rss'])}, floor {_gib(floor['imports_rss'])}); it counts "
-              f"file pages mapped into the process, such as the SQLite ledger the Ledger reads through mmap. "
+              f"file pages mapped into the process, such as a SQLite file read through mmap (the Ledger's "
+              f"bulk reads switch mmap off). "
               f"anon = peak RssAnon (heap and arrays only), sampled every 5 ms.\n")
         print("| step | seconds | peak RSS | anon | ratio vs floor |")
         print("|---|---:|---:|---:|---:|")
-        print(f"| **lab clearance end to end** (as `lab clear`, minus the file write) | {lab['seconds']:.2f} | "
+        print(f"| **lab clearance end to end** (`run_clearance` as `lab clear` runs it, snapshot.json "
+              f"written: {lab['write_bytes'] / 1e6:,.0f} MB, fsync'd, renamed) | {lab['seconds']:.2f} | "
               f"{_gib(lab['peak'])} | {_gib(lab['anon'])} | {lab['seconds'] / base:.2f}× |")
         for name, s, peak, anon in lab["stages"]:
             print(f"| &nbsp;&nbsp;lab: {name} | {s:.2f} | {_gib(peak)} | {_gib(anon)} | {s / base:.2f}× |")
@@ -460,8 +448,6 @@ def main(argv: list[str] | None = None) -> int:
               f"{_gib(floor['anon'])} | 1.00× |")
         for name, s, peak, anon in floor["stages"]:
             print(f"| &nbsp;&nbsp;floor: {name} | {s:.2f} | {_gib(peak)} | {_gib(anon)} | {s / base:.2f}× |")
-        print(f"| write snapshot.json (info; {lab['write_bytes'] / 1e6:,.0f} MB) | {lab['write_s']:.2f} | "
-              f"{_gib(lab['write_peak'])} | {_gib(lab['write_anon'])} | {lab['write_s'] / base:.2f}× |")
         print("\n(stage rows: peak so far in that child)")
         ok_t, ok_m = lab["seconds"] <= 10, lab["peak"] <= 2 * GIB
         print(f"\ntargets: lab ≤ 10 s: {'met' if ok_t else 'MISSED'} ({lab['seconds']:.2f} s); "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -11,8 +14,8 @@ import orjson
 from omegaconf import DictConfig, OmegaConf
 
 from ..catalog.store import load_catalog_table, manifest_path
-from ..data.snapshot import build_snapshot, write_snapshot
-from ..rights.clearance import clear
+from ..data.snapshot import TERMS_FIELDS, GrantTerms, write_snapshot_stream
+from ..rights.clearance import CLEARANCE_COLUMNS, clear, effective_grants
 from ..rights.ledger import Ledger
 from ..rights.policy import Policy
 from ..util.canonical import sha256_file
@@ -21,7 +24,7 @@ from ..util.canonical import sha256_file
 @dataclass
 class ClearResult:
     snapshot_path: Path
-    doc: dict[str, Any]
+    doc: dict[str, Any]  # the snapshot's top-level fields but its entries (excluded, grants, items)
 
     def summary(self) -> dict[str, Any]:
         d = self.doc
@@ -36,20 +39,54 @@ def policy_from_cfg(cfg: DictConfig | dict) -> Policy:
     return Policy.model_validate(data)
 
 
-def run_clearance(*, catalog: str, ledger: Ledger, policy: Policy, snapshots_dir: Path,
-                  home: Path | None = None, at: datetime | None = None) -> ClearResult:
-    table = load_catalog_table(catalog, home)
-    frame = ledger.frame()
-    head = ledger.head()
-    decision = clear(table, frame, policy, at)
-    payloads = ledger.payloads(sorted(set(decision.grant_seq.values())))
-    root = None
+def _catalog_info(catalog: str, home: Path | None) -> dict[str, Any]:
     mpath = manifest_path(catalog, home)
     manifest = orjson.loads(Path(mpath).read_bytes())
-    root = manifest.get("root")
-    info = {"name": catalog, "root": root, "manifest_sha256": sha256_file(mpath)}
-    doc = build_snapshot(table, decision, catalog_info=info, ledger_head=head, grant_payloads=payloads)
-    path = write_snapshot(doc, snapshots_dir)
+    return {"name": catalog, "root": manifest.get("root"), "manifest_sha256": sha256_file(mpath)}
+
+
+def run_clearance(*, catalog: str, ledger: Ledger, policy: Policy, snapshots_dir: Path,
+                  home: Path | None = None, at: datetime | None = None,
+                  progress: Callable[[str, float], None] | None = None) -> ClearResult:
+    """Clear `catalog` against `ledger` under `policy` and write the snapshot.
+
+    The ledger is read up to its head as of the start (the head the snapshot records: an event
+    appended meanwhile is in neither), only the columns clearance needs, while the catalogue
+    loads on another thread. The snapshot is streamed to disk, never held whole; the terms of the
+    grants that may clear something are read from the ledger on another thread from the moment
+    the effective grants are known. `progress(stage, seconds)` is called as each stage ends.
+    Returns the snapshot's path and its summary (every top-level field but the entries).
+    """
+    clock = [time.perf_counter()]
+
+    def done(stage: str) -> None:
+        if progress is not None:
+            now = time.perf_counter()
+            progress(stage, now - clock[0])
+            clock[0] = now
+
+    at = at or policy.moment()
+    head = ledger.head()
+    with ThreadPoolExecutor(1, thread_name_prefix="lab-clear-catalog") as pool:
+        loading = pool.submit(load_catalog_table, catalog, home)
+        frame = ledger.frame(upto_seq=head[0], columns=CLEARANCE_COLUMNS)
+        table = loading.result()
+    done("load catalogue + ledger")
+    grants = effective_grants(frame, at, policy)
+    # From here on the terms of every grant with an ok verdict (a superset of the clearing ones)
+    # are read on another thread, while the rest of clearance and the excluded entries are built.
+    terms = GrantTerms.candidates(lambda seqs: ledger.payload_batches(seqs, grant_fields=TERMS_FIELDS), grants)
+    try:
+        decision = clear(table, frame, policy, at, grants=grants)
+        del frame, grants
+        done("clear")
+        info = _catalog_info(catalog, home)
+    except BaseException:
+        terms.close()
+        raise
+    path, doc = write_snapshot_stream(snapshots_dir, table, decision, catalog_info=info, ledger_head=head,
+                                      terms=terms, progress=done)
+    done("commit")
     return ClearResult(path, doc)
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -39,33 +39,65 @@ REASONS = INGEST_REASONS + ("no_grant",) + GRANT_REASONS + ("superseded",)
 OK = 0  # grant verdict code; reason codes are 1 + index in GRANT_REASONS
 _CODE = {r: i + 1 for i, r in enumerate(GRANT_REASONS)}
 
-LEDGER_COLUMNS = (
-    "seq", "kind", "grant_id", "version", "supersedes", "status", "subject_recording_id",
-    "subject_isrc", "subject_sha256", "subject_catalog", "purposes", "territories", "licence",
-    "valid_from", "valid_until", "effective_at", "recorded_at",
+# The ledger columns clearance reads (`Ledger.frame(columns=CLEARANCE_COLUMNS)` reads no others).
+CLEARANCE_COLUMNS = (
+    "seq", "kind", "grant_id", "supersedes", "status", "subject_recording_id", "subject_isrc",
+    "subject_sha256", "subject_catalog", "purposes", "territories", "licence", "valid_from", "valid_until",
+    "effective_at", "recorded_at",
 )
-_GRANT_COLUMNS = ("seq", "grant_id", "status", "subject_recording_id", "subject_isrc", "subject_sha256",
-                  "subject_catalog", "purposes", "territories", "licence", "valid_from", "valid_until", "effective_at")
+LEDGER_COLUMNS = CLEARANCE_COLUMNS  # former name
+SUBJECT_KEYS = {"recording_id": "subject_recording_id", "isrc": "subject_isrc",
+                "audio_sha256": "subject_sha256", "catalog": "subject_catalog"}
 
 
-@dataclass
 class Clearance:
-    """Decision per catalogue row (arrays aligned with the catalogue table)."""
+    """Decision per catalogue row, held column-wise (a million rows of Python objects would cost
+    seconds and a gigabyte); the list views `reason`, `detail`, `grant_ids` are built on first use.
 
-    at: datetime
-    policy: Policy
-    cleared: np.ndarray  # bool
-    reason: list[str | None]
-    detail: list[str]
-    grant_ids: list[list[str]]
-    grant_seq: dict[str, int] = field(default_factory=dict)  # effective version of every clearing grant
+    Columns: `cleared` (bool per row); `reasons` (string, null where cleared); `details` (string);
+    the grant ids of row i are `grant_flat[grant_offsets[i]:grant_offsets[i + 1]]` (the clearing
+    grants for a cleared row, every covering grant otherwise, in ledger order); the effective
+    version of every clearing grant is `clearing_ids[k]` @ ledger seq `clearing_seqs[k]`.
+    """
+
+    def __init__(self, *, at: datetime, policy: Policy, cleared: np.ndarray, reasons: pa.Array,
+                 details: pa.Array, grant_offsets: np.ndarray, grant_flat: pa.Array, clearing_ids: pa.Array,
+                 clearing_seqs: np.ndarray):
+        self.at = at
+        self.policy = policy
+        self.cleared = cleared
+        self.reasons = reasons
+        self.details = details
+        self.grant_offsets = grant_offsets
+        self.grant_flat = grant_flat
+        self.clearing_ids = clearing_ids
+        self.clearing_seqs = clearing_seqs
+
+    def __len__(self) -> int:
+        return len(self.cleared)
+
+    @cached_property
+    def reason(self) -> list[str | None]:
+        return self.reasons.to_pylist()
+
+    @cached_property
+    def detail(self) -> list[str]:
+        return self.details.to_pylist()
+
+    @cached_property
+    def grant_ids(self) -> list[list[str]]:
+        flat = self.grant_flat.to_pylist()
+        off = self.grant_offsets.tolist()
+        return [flat[a:b] for a, b in zip(off, off[1:])]
+
+    @cached_property
+    def grant_seq(self) -> dict[str, int]:
+        """grant_id → ledger seq of the effective version, for every clearing grant."""
+        return dict(zip(self.clearing_ids.to_pylist(), self.clearing_seqs.tolist()))
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for r in self.reason:
-            if r is not None:
-                out[r] = out.get(r, 0) + 1
-        return dict(sorted(out.items()))
+        vc = pc.value_counts(self.reasons.drop_null()) if len(self.reasons) else []
+        return dict(sorted((d["values"].as_py(), d["counts"].as_py()) for d in vc))
 
 
 @contextmanager
@@ -113,122 +145,171 @@ def _classify_with_contracts(expr: str, contracts: dict[str, str]) -> LicenceCla
     return walk(node)
 
 
+def _array(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def _np(values, dtype=None) -> np.ndarray:
+    """A pyarrow array (no nulls where it matters) as numpy; booleans with nulls read as False."""
+    values = _array(values)
+    if pa.types.is_boolean(values.type):
+        return np.asarray(values.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=dtype)
+
+
 def _map_unique(values: pa.ChunkedArray | pa.Array, fn) -> np.ndarray:
     """Apply fn once per distinct value (grants share a handful of purpose/territory/licence strings)."""
-    enc = pc.dictionary_encode(values)
-    if isinstance(enc, pa.ChunkedArray):
-        enc = enc.combine_chunks()
+    enc = pc.dictionary_encode(_array(values))
     dictionary = enc.dictionary.to_pylist()
     table = np.array([fn(v) for v in dictionary] + [fn(None)], dtype=np.int64)
     idx = enc.indices.fill_null(len(dictionary)).to_numpy(zero_copy_only=False)
     return table[idx]
 
 
-def _latest_per_key(keys: pa.ChunkedArray | pa.Array, seqs: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Row positions (ascending) of the highest seq per distinct key."""
-    if len(keys) == 0:
+def _latest_per_code(code: np.ndarray) -> np.ndarray:
+    """Positions (ascending) of the last occurrence of every distinct value of `code`."""
+    if len(code) == 0:
         return np.zeros(0, dtype=np.int64)
-    if isinstance(keys, pa.ChunkedArray):
-        keys = keys.combine_chunks()
-    code = pc.dictionary_encode(keys).indices.to_numpy(zero_copy_only=False)
-    seq = np.asarray(seqs.to_numpy(), dtype=np.int64)
-    order = np.lexsort((seq, code))
+    order = np.argsort(code, kind="stable")
     grouped = code[order]
     last = np.ones(len(order), dtype=bool)
     last[:-1] = grouped[1:] != grouped[:-1]
     return np.sort(order[last])
 
 
+def _in_seq_order(frame: pa.Table) -> pa.Table:
+    seq = _np(frame["seq"], np.int64)
+    if len(seq) > 1 and not (seq[1:] > seq[:-1]).all():
+        frame = frame.take(pa.array(np.argsort(seq, kind="stable"), pa.int64()))
+    return frame
+
+
 def effective_grants(frame: pa.Table, at: datetime, policy: Policy) -> pa.Table:
-    """Latest version of every grant known at `at`, with a verdict code under `policy`."""
+    """Latest version of every grant known at `at`, with a verdict code under `policy`.
+
+    Grant ids are dictionary-encoded once; revocations, expiries and supersessions become
+    boolean tables over those codes, so no string set is hashed twice.
+    """
     t = to_ts(at)
-    # Copy as little as possible: a filter or take copies every column it carries, so select
-    # the rows by position first and copy only the columns each step reads.
-    known = frame.select(list(LEDGER_COLUMNS))
+    known = frame.select(list(CLEARANCE_COLUMNS))
     if known.num_rows and pc.max(known["recorded_at"]).as_py() > t:
         known = known.filter(pc.less_equal(known["recorded_at"], t))
-    kind = known["kind"]
-    is_version = pc.is_in(kind, pa.array(["grant", "amend"])).fill_null(False).to_numpy(zero_copy_only=False)
-    vpos = pa.array(np.flatnonzero(is_version), pa.int64())
-    latest = vpos.to_numpy()[_latest_per_key(known["grant_id"].take(vpos), known["seq"].take(vpos))]
-    grants = known.select(list(_GRANT_COLUMNS)).take(pa.array(latest, pa.int64()))
+    known = _in_seq_order(known)
+    kind = _array(known["kind"])
+    gid_enc = pc.dictionary_encode(_array(known["grant_id"]))
+    gids = gid_enc.dictionary
+    gcode = _np(gid_enc.indices, np.int64)
+    n_ids = len(gids)
 
+    is_version = _np(pc.is_in(kind, pa.array(["grant", "amend"])))
+    ended = _np(pc.less_equal(known["effective_at"], t))
+    revoked = np.zeros(n_ids, dtype=bool)
+    revoked[gcode[_np(pc.equal(kind, "revoke")) & ended]] = True
+    expired = np.zeros(n_ids, dtype=bool)
+    expired[gcode[_np(pc.equal(kind, "expire")) & ended]] = True
     # Grant ids another grant replaces (an amend under a new id names the old one in `supersedes`).
-    superseded = pc.filter(known["supersedes"], pc.and_(pc.equal(kind, "amend"),
-                                                        pc.not_equal(known["supersedes"], known["grant_id"])))
-    ended = pc.less_equal(known["effective_at"], t)
-    revoked = pc.filter(known["grant_id"], pc.and_(pc.equal(kind, "revoke"), ended))
-    expired_ev = pc.filter(known["grant_id"], pc.and_(pc.equal(kind, "expire"), ended))
+    replaces = _np(pc.and_(pc.equal(kind, "amend"), pc.not_equal(known["supersedes"], known["grant_id"])))
+    superseded = np.zeros(n_ids, dtype=bool)
+    if replaces.any():
+        old = pc.index_in(_array(known["supersedes"]).filter(pa.array(replaces)), value_set=gids).drop_null()
+        superseded[_np(old, np.int64)] = True
 
-    n = grants.num_rows
-    code = np.zeros(n, dtype=np.int64)
+    vpos = np.flatnonzero(is_version)
+    latest = vpos[_latest_per_code(gcode[vpos])]
+    lcode = gcode[latest]
+    at_latest = pa.array(latest, pa.int64())
 
-    def mark(mask, reason):
-        mask = np.asarray(mask.to_numpy(zero_copy_only=False) if hasattr(mask, "to_numpy") else mask, dtype=bool)
+    def col(name: str) -> pa.Array:
+        return _array(known[name]).take(at_latest)
+
+    code = np.zeros(len(latest), dtype=np.int64)
+
+    def mark(mask: np.ndarray, reason: str) -> None:
         np.copyto(code, _CODE[reason], where=(code == OK) & mask)
 
-    status = grants["status"]
-    is_superseded = pc.is_in(grants["grant_id"], superseded).fill_null(False)
     # Later checks only apply where no earlier one fired: order = reporting priority.
-    mark(pc.is_in(grants["grant_id"], revoked).fill_null(False), "revoked")
-    mark(pc.or_(pc.is_in(grants["grant_id"], expired_ev).fill_null(False),
-                pc.less_equal(grants["valid_until"], t).fill_null(False)), "expired")
-    mark(pc.greater(grants["valid_from"], t).fill_null(True), "not_yet_valid")
-    lic = _licence_verdicts(pc.unique(grants["licence"].fill_null("")).to_pylist(), policy)
-    lic_code = _map_unique(grants["licence"].fill_null(""), lambda s: lic.get(s or "", _CODE["licence_unknown"]))
+    mark(revoked[lcode], "revoked")
+    mark(expired[lcode] | _np(pc.less_equal(col("valid_until"), t)), "expired")
+    mark(_np(pc.greater(col("valid_from"), t).fill_null(True)), "not_yet_valid")
+    licence = col("licence").fill_null("")
+    lic = _licence_verdicts(pc.unique(licence).to_pylist(), policy)
+    lic_code = _map_unique(licence, lambda s: lic.get(s or "", _CODE["licence_unknown"]))
     np.copyto(code, lic_code, where=(code == OK) & (lic_code != OK))
     need = set(policy.purposes)
-    mark(_map_unique(grants["purposes"], lambda s: int(not s or not need <= set(s.split()))), "purpose_not_granted")
+    mark(_map_unique(col("purposes"), lambda s: int(not s or not need <= set(s.split()))).astype(bool),
+         "purpose_not_granted")
     terr = policy.territory
-    mark(_map_unique(grants["territories"],
-                     lambda s: int(not s or not ({terr, WORLDWIDE} & set(s.split())))), "territory_not_granted")
+    mark(_map_unique(col("territories"), lambda s: int(not s or not ({terr, WORLDWIDE} & set(s.split()))))
+         .astype(bool), "territory_not_granted")
 
     # An opt-out is a standing "no": it outranks every grant for the same subject, unless it
     # was itself revoked, superseded, or is outside its own window.
-    opted_out = pc.equal(status, "opted_out").fill_null(False).to_numpy(zero_copy_only=False)
+    opted_out = _np(pc.equal(col("status"), "opted_out"))
     window_ok = np.isin(code, [OK, _CODE["purpose_not_granted"], _CODE["territory_not_granted"],
                                _CODE["licence_unknown"], _CODE["licence_not_accepted"]])
-    active_optout = opted_out & window_ok
-    code = np.where(opted_out, np.where(active_optout, _CODE["opted_out"], -1), code)
+    code = np.where(opted_out, np.where(opted_out & window_ok, _CODE["opted_out"], -1), code)
     # Superseded versions drop out of the picture entirely.
-    code = np.where(is_superseded.to_numpy(zero_copy_only=False), -1, code)
+    code = np.where(superseded[lcode], -1, code)
 
-    out = grants.select(["seq", "grant_id", "status", "subject_recording_id", "subject_isrc",
-                         "subject_sha256", "subject_catalog", "valid_until", "effective_at"])
-    out = out.append_column("code", pa.array(code))
-    out = out.filter(pc.greater_equal(out["code"], 0))
+    keep = code >= 0
+    rows = pa.array(latest[keep], pa.int64())
+    out = known.select(["seq", "grant_id", "status", *SUBJECT_KEYS.values()]).take(rows)
+    out = out.append_column("code", pa.array(code[keep]))
     return out.append_column("g", pa.array(np.arange(out.num_rows, dtype=np.int64)))
+
+
+def _join_codes(item_codes: np.ndarray, item_rows: np.ndarray, grant_codes: np.ndarray,
+                grant_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inner equi-join of (item row, code) with (grant row, code) on integer codes: all pairs."""
+    order = np.argsort(grant_codes, kind="stable")
+    sorted_codes = grant_codes[order]
+    lo = np.searchsorted(sorted_codes, item_codes, "left")
+    hi = np.searchsorted(sorted_codes, item_codes, "right")
+    count = hi - lo
+    total = int(count.sum())
+    if total == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    items = np.repeat(item_rows, count)
+    first = np.repeat(lo - (np.cumsum(count) - count), count)  # start of each run, minus its offset
+    return items, grant_rows[order[first + np.arange(total)]]
 
 
 def _pairs(items: pa.Table, grants: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """(item row, grant row) for every grant whose subject names this item.
 
     A grant matches when every identifier it names equals the item's; the first named
-    identifier drives a hash join and the others are checked on the joined pairs.
+    identifier drives the join and the others are checked on the joined pairs. The join hashes
+    the grants' distinct values once and probes them with the items' (integer codes after that).
     """
     item_idx, grant_idx = [], []
-    cols = {"recording_id": "subject_recording_id", "isrc": "subject_isrc",
-            "audio_sha256": "subject_sha256", "catalog": "subject_catalog"}
-    remaining = grants
-    for key in ("recording_id", "isrc", "audio_sha256", "catalog"):
-        gcol = cols[key]
-        has = pc.is_valid(remaining[gcol])
-        driven, remaining = remaining.filter(has), remaining.filter(pc.invert(has))
-        if driven.num_rows == 0:
+    undriven = np.ones(grants.num_rows, dtype=bool)
+    named = {key: _np(pc.is_valid(grants[gcol])) for key, gcol in SUBJECT_KEYS.items()}
+    for key, gcol in SUBJECT_KEYS.items():
+        driven = named[key] & undriven
+        undriven &= ~driven
+        if not driven.any():
             continue
-        joined = items.select(["i", "recording_id", "isrc", "audio_sha256", "catalog"]).join(
-            driven.select(["g", *cols.values()]), keys=key, right_keys=gcol, join_type="inner"
-        )
-        ok = np.ones(joined.num_rows, dtype=bool)
-        for other, ocol in cols.items():
-            if other == key or ocol not in joined.column_names:
+        g_rows = np.flatnonzero(driven)
+        enc = pc.dictionary_encode(_array(grants[gcol]).take(pa.array(g_rows, pa.int64())))
+        hit = pc.index_in(_array(items[key]), value_set=enc.dictionary)
+        i_rows = np.flatnonzero(_np(pc.is_valid(hit)))
+        if len(i_rows) == 0:
+            continue
+        i_codes = _np(hit.drop_null(), np.int64)
+        i, g = _join_codes(i_codes, i_rows, _np(enc.indices, np.int64), g_rows)
+        ok = np.ones(len(i), dtype=bool)
+        for other, ocol in SUBJECT_KEYS.items():
+            if other == key:
                 continue
             # Named on the grant → must equal the item's (a null on the item never matches).
-            same = pc.equal(joined[other], joined[ocol]).fill_null(False)
-            ok &= pc.or_(pc.is_null(joined[ocol]), same).to_numpy(zero_copy_only=False)
-        joined = joined.filter(pa.array(ok))
-        item_idx.append(joined["i"].to_numpy())
-        grant_idx.append(joined["g"].to_numpy())
+            check = np.flatnonzero(named[other][g])
+            if len(check) == 0:
+                continue
+            want = _array(grants[ocol]).take(pa.array(g[check], pa.int64()))
+            have = _array(items[other]).take(pa.array(i[check], pa.int64()))
+            ok[check] &= _np(pc.equal(have, want))
+        item_idx.append(i[ok])
+        grant_idx.append(g[ok])
     if not item_idx:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(item_idx), np.concatenate(grant_idx)
@@ -239,35 +320,45 @@ _VERDICTS = ("ok",) + GRANT_REASONS  # by grant verdict code
 _NO_GRANT = len(_VERDICTS)  # item code after the grant codes
 
 
-def clear(catalog: pa.Table, frame: pa.Table, policy: Policy, at: datetime | None = None) -> Clearance:
-    """Decide every catalogue row. `frame` is `Ledger.frame()` (one row per ledger event)."""
+def clear(catalog: pa.Table, frame: pa.Table, policy: Policy, at: datetime | None = None, *,
+          grants: pa.Table | None = None) -> Clearance:
+    """Decide every catalogue row. `frame` is `Ledger.frame()` (one row per ledger event; only
+    `CLEARANCE_COLUMNS` are read). `grants`: `effective_grants(frame, at, policy)` when the
+    caller already has it (same frame, moment and policy)."""
     at = at or policy.moment()
     with no_gc():
-        return _clear(catalog, frame, policy, at)
+        return _clear(catalog, frame, policy, at, grants)
 
 
-def _clear(catalog: pa.Table, frame: pa.Table, policy: Policy, at: datetime) -> Clearance:
+def _list_join(values: pa.Array, counts: np.ndarray, sep: str) -> pa.Array:
+    """Join consecutive runs of `values` (run lengths `counts`) into one string each."""
+    offsets = np.zeros(len(counts) + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), values), sep)
+
+
+def _clear(catalog: pa.Table, frame: pa.Table, policy: Policy, at: datetime, grants: pa.Table | None) -> Clearance:
     n = catalog.num_rows
-    items = catalog.select(["recording_id", "isrc", "audio_sha256", "catalog"])
-    items = items.append_column("i", pa.array(np.arange(n, dtype=np.int64)))
-    grants = effective_grants(frame, at, policy)
-    item_idx, grant_idx = _pairs(items, grants)
+    if grants is None:
+        grants = effective_grants(frame, at, policy)
+    item_idx, grant_idx = _pairs(catalog, grants)
     # Pairs grouped by item; within an item, grants in ledger order.
     order = np.lexsort((grant_idx, item_idx))
     item_idx, grant_idx = item_idx[order], grant_idx[order]
 
-    gcode = grants["code"].to_numpy()
+    gcode = _np(grants["code"], np.int64)
     pair_code = gcode[grant_idx]
     is_opt = pair_code == _CODE["opted_out"]
     # Best verdict per item: OK (0) wins unless an active opt-out covers the item.
     big = np.iinfo(np.int64).max
     best = np.full(n, big, dtype=np.int64)
-    np.minimum.at(best, item_idx, np.where(is_opt, big, pair_code))
+    if len(item_idx):
+        starts = np.flatnonzero(np.r_[True, item_idx[1:] != item_idx[:-1]])
+        best[item_idx[starts]] = np.minimum.reduceat(np.where(is_opt, big, pair_code), starts)
     opted = np.zeros(n, dtype=bool)
     opted[item_idx[is_opt]] = True
     covered = np.bincount(item_idx, minlength=n) > 0
-    status_ok = pc.fill_null(pc.equal(catalog["status"], "ok"), False).to_numpy(zero_copy_only=False)
-    status_ok = np.asarray(status_ok, dtype=bool)
+    status_ok = _np(pc.equal(catalog["status"], "ok"))
     cleared = (best == OK) & ~opted & status_ok
 
     # Grant ids per item: the clearing ones for cleared items, all covering ones otherwise.
@@ -276,22 +367,21 @@ def _clear(catalog: pa.Table, frame: pa.Table, policy: Policy, at: datetime) -> 
     counts = np.bincount(k_item, minlength=n)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    gid_col = grants["grant_id"].combine_chunks() if grants.num_rows else pa.array([], pa.string())
+    gid_col = _array(grants["grant_id"]) if grants.num_rows else pa.array([], pa.string())
     pair_gids = gid_col.take(pa.array(k_grant, pa.int64()))
-    flat = pair_gids.to_pylist()
-    off = offsets.tolist()
-    grant_ids: list[list[str]] = [flat[a:b] for a, b in zip(off, off[1:])]
     clearing = np.unique(k_grant[cleared[k_item]])
-    grant_seq: dict[str, int] = dict(zip(gid_col.take(pa.array(clearing, pa.int64())).to_pylist(),
-                                         grants["seq"].to_numpy()[clearing].tolist()))
+    clearing_ids = gid_col.take(pa.array(clearing, pa.int64()))
+    clearing_seqs = _np(grants["seq"], np.int64)[clearing] if len(clearing) else np.zeros(0, np.int64)
 
     # One reason per excluded item, in priority order: ingest reject, no grant, opt-out, best grant verdict.
     code = np.where(covered, np.where(opted, _CODE["opted_out"], best), _NO_GRANT)
-    code = np.where(cleared | ~status_ok, 0, code)
-    names = np.array((None,) + GRANT_REASONS + ("no_grant",), dtype=object)
-    reason_arr = names[code]
-    detail_arr = np.full(n, "", dtype=object)
-    detail_arr[status_ok & ~covered] = NO_GRANT_DETAIL
+    code = np.where(cleared, 0, code)
+    names = [None, *GRANT_REASONS, "no_grant"]
+    # Details come from a pool of strings, picked per row: "" | no-grant text | per-row texts.
+    pool: list[pa.Array] = [pa.array(["", NO_GRANT_DETAIL])]
+    pick = np.zeros(n, dtype=np.int64)
+    pick[status_ok & ~covered] = 1
+    base = 2
 
     # "G-1: expired; G-2: territory_not_granted" for items excluded on their grants' verdicts.
     by_grants = status_ok & ~cleared & covered & ~opted
@@ -300,26 +390,32 @@ def _clear(catalog: pa.Table, frame: pa.Table, policy: Policy, at: datetime) -> 
         in_rows = by_grants[k_item]
         verdict = pa.array(_VERDICTS).take(pa.array(k_code[in_rows], pa.int64()))
         text = pc.binary_join_element_wise(pair_gids.filter(pa.array(in_rows)), verdict, ": ")
-        row_off = np.zeros(len(rows) + 1, dtype=np.int32)
-        np.cumsum(counts[rows], out=row_off[1:])
-        joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(row_off), text), "; ")
-        detail_arr[rows] = joined.to_numpy(zero_copy_only=False)
-    opt_code = _CODE["opted_out"]
-    for i in np.flatnonzero(status_ok & ~cleared & opted).tolist():
-        a, b = off[i], off[i + 1]
-        who = [flat[k] for k in range(a, b) if k_code[k] == opt_code]
-        detail_arr[i] = f"opt-out on record: {', '.join(who)}"
-    reason: list[str | None] = reason_arr.tolist()
-    detail: list[str] = detail_arr.tolist()
+        pool.append(_list_join(text, counts[rows], "; "))
+        pick[rows] = base + np.arange(len(rows))
+        base += len(rows)
+    rows = np.flatnonzero(status_ok & ~cleared & opted)
+    if len(rows):
+        who = (pair_code[keep] == _CODE["opted_out"]) & opted[k_item] & status_ok[k_item]
+        joined = _list_join(pair_gids.filter(pa.array(who)), np.bincount(k_item[who], minlength=n)[rows], ", ")
+        pool.append(pc.binary_join_element_wise("opt-out on record: ", joined, ""))
+        pick[rows] = base + np.arange(len(rows))
+        base += len(rows)
+    reason_pool = [pa.array(names, pa.string())]
+    rpick = code
     rejected = np.flatnonzero(~status_ok)
     if len(rejected):
         take = pa.array(rejected, pa.int64())
-        for i, r, d in zip(rejected.tolist(), catalog["reject_reason"].take(take).to_pylist(),
-                           catalog["reject_detail"].take(take).to_pylist()):
-            reason[i] = r or "decode_error"
-            detail[i] = d or ""
-    return Clearance(at=at, policy=policy, cleared=cleared, reason=reason, detail=detail,
-                     grant_ids=grant_ids, grant_seq=grant_seq)
+        rpick = code.copy()
+        reason_pool.append(_array(catalog["reject_reason"]).take(take).fill_null("decode_error"))
+        reason_pool[-1] = pc.if_else(pc.equal(reason_pool[-1], ""), "decode_error", reason_pool[-1])
+        rpick[rejected] = len(names) + np.arange(len(rejected))
+        pool.append(_array(catalog["reject_detail"]).take(take).fill_null(""))
+        pick[rejected] = base + np.arange(len(rejected))
+    reasons = pa.concat_arrays(reason_pool).take(pa.array(rpick, pa.int64()))
+    details = pa.concat_arrays([_array(p).cast(pa.string()) for p in pool]).take(pa.array(pick, pa.int64()))
+    return Clearance(at=at, policy=policy, cleared=cleared, reasons=reasons, details=details,
+                     grant_offsets=offsets, grant_flat=pair_gids, clearing_ids=clearing_ids,
+                     clearing_seqs=clearing_seqs)
 
 
 def recheck(catalog: pa.Table, frame: pa.Table, policy: Policy, expected: dict[str, str],

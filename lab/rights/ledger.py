@@ -19,8 +19,11 @@ from __future__ import annotations
 import gc
 import hashlib
 import io
+import re
+import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.csv as pcsv
@@ -56,7 +60,7 @@ from ..util.timestamps import from_ts, to_ts, utcnow
 from .records import EVENT_ADAPTER, AmendEvent, ExpireEvent, GrantEvent, RevokeEvent, parse_event
 
 __all__ = [
-    "COLUMNS", "FRAME_COLUMNS", "GENESIS", "TABLE", "Ledger", "LedgerError", "Problem", "StoredEvent",
+    "COLUMNS", "FRAME_COLUMNS", "GENESIS", "TABLE", "Ledger", "LedgerError", "PayloadBatch", "Problem", "StoredEvent",
     "TS_FORMAT", "VerifyReport", "format_validation_error", "from_ts", "to_ts",
 ]
 
@@ -121,6 +125,8 @@ _INDEXES = [Index(f"ix_{TABLE}_grant_id", ledger_events.c.grant_id)] + [
 
 _SQLITE_CACHE_KIB = 64 * 1024
 _SQLITE_BULK_CACHE_KIB = 512 * 1024
+_FIELD_RE = re.compile(r"[a-z_][a-z0-9_]*")
+_SQLITE_MMAP = 17179869184  # SQLite caps it at its compile-time maximum (2 GiB by default)
 
 _GUARD_MSG = "ledger_events is append-only"
 _SQLITE_GUARDS = {
@@ -140,6 +146,35 @@ _PG_GUARDS = {
     "ledger_events_no_truncate": f"CREATE TRIGGER ledger_events_no_truncate BEFORE TRUNCATE ON {TABLE} "
                                  "FOR EACH STATEMENT EXECUTE FUNCTION lab_ledger_events_append_only()",
 }
+
+
+class PayloadBatch(Sequence):
+    """(seq, payload JSON bytes) pairs whose payloads arrived as one newline-joined blob, split on
+    first use: by whoever consumes the batch, not by the thread that read it."""
+
+    __slots__ = ("seqs", "blob", "_rows")
+
+    def __init__(self, seqs: list[int], blob: bytes):
+        self.seqs, self.blob, self._rows = seqs, blob, None
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.blob) if self._rows is None else sum(len(p) for _, p in self._rows)
+
+    def _split(self) -> list[tuple[int, bytes]]:
+        if self._rows is None:
+            self._rows = list(zip(self.seqs, self.blob.split(b"\n")))
+            self.blob = b""
+        return self._rows
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def __getitem__(self, i):
+        return self._split()[i]
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        return iter(self._split())
 
 
 class LedgerError(Exception):
@@ -332,7 +367,7 @@ class Ledger:
             cur.execute(f"PRAGMA cache_size = -{_SQLITE_CACHE_KIB}")
             # Reads of a million-event ledger are page-bound; mmap skips a copy per page
             # (SQLite caps this at its compile-time maximum, 2 GiB by default).
-            cur.execute("PRAGMA mmap_size = 17179869184")
+            cur.execute(f"PRAGMA mmap_size = {_SQLITE_MMAP}")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -484,27 +519,83 @@ class Ledger:
 
     def payloads(self, seqs: Iterable[int]) -> dict[int, dict[str, Any]]:
         """Raw stored payloads (already validated at append) by seq: the snapshot copies grant
-        terms from here. Few seqs → indexed lookups; many → one streaming scan."""
-        wanted = set(int(s) for s in seqs)
+        terms from here. Only the rows asked for are read."""
         out: dict[int, dict[str, Any]] = {}
-        if not wanted:
-            return out
-        self._ensure()
-        if len(wanted) <= 20_000:
-            t = ledger_events.c
-            with self.engine.connect() as conn:
-                for chunk in _chunks(sorted(wanted), 500):
-                    for seq, payload in conn.execute(select(t.seq, t.payload).where(t.seq.in_(chunk))):
-                        out[seq] = orjson.loads(payload)
-            return out
-        lo, hi = min(wanted), max(wanted)
-        sql = f"SELECT seq, payload FROM {TABLE} WHERE seq >= {self._ph} AND seq <= {self._ph}"
-        with self._raw_cursor(sql, (lo, hi)) as cur:
-            while rows := cur.fetchmany(50_000):
-                for seq, payload in rows:
-                    if seq in wanted:
-                        out[seq] = orjson.loads(payload)
+        loads = orjson.loads
+        gc_was_enabled = gc.isenabled()
+        gc.disable()  # a parsed payload is a dozen containers; nothing here forms cycles
+        try:
+            for seq, payload in self.payload_texts(sorted(set(int(s) for s in seqs))):
+                out[seq] = loads(payload)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         return out
+
+    def payload_texts(self, seqs: Sequence[int]) -> Iterator[tuple[int, str | bytes]]:
+        """(seq, stored payload JSON) for each of `seqs` that is in the ledger, in the order given."""
+        for batch in self.payload_batches(seqs):
+            yield from batch
+
+    def payload_batches(self, seqs: Sequence[int], batch: int = 4096, *, grant_fields: Sequence[str] | None = None,
+                        ) -> Iterator[Sequence[tuple[int, str | bytes]]]:
+        """`payload_texts` in lists of up to `batch`. Only the rows asked for are read (SQLite: a
+        `json_each` list, each batch's payloads concatenated by SQLite in one step, so a reader
+        thread holds the GIL for a split, not per row; PostgreSQL: an array, streamed).
+
+        `grant_fields`: instead of each payload, the JSON of an object with just those fields of
+        its `grant` (null where a field is absent), cut out by the database where it can: what the
+        snapshot copies as grant terms, with nothing else to parse in Python."""
+        seqs = [int(s) for s in seqs]
+        fields = None if grant_fields is None else tuple(grant_fields)
+        if fields is not None and not all(_FIELD_RE.fullmatch(f) for f in fields):
+            raise LedgerError(f"grant_fields must be plain field names, got {list(fields)}")
+        if not seqs:
+            return
+        self._ensure()
+        if self._sqlite:
+            started = False
+            try:
+                for rows in self._payload_batches_sqlite(seqs, batch, fields):
+                    started = True
+                    yield rows
+                return
+            except sqlite3.OperationalError:  # a SQLite built without JSON functions: IN lists below
+                if started:
+                    raise
+        elif self._pg:
+            expr = "e.payload" if fields is None else (
+                "json_build_object(" + ", ".join(f"'{f}', e.payload::json -> 'grant' -> '{f}'" for f in fields)
+                + ")::text")
+            sql = (f"SELECT e.seq, {expr} FROM unnest(%s::bigint[]) WITH ORDINALITY AS u(seq, ord) "
+                   f"JOIN {TABLE} AS e ON e.seq = u.seq ORDER BY u.ord")
+            with self._raw_cursor(sql, (seqs,)) as cur:
+                while rows := cur.fetchmany(batch):
+                    yield rows
+            return
+        t = ledger_events.c
+        with self.engine.connect() as conn:
+            for chunk in _chunks(seqs, 500):
+                found = dict(conn.execute(select(t.seq, t.payload).where(t.seq.in_(chunk))).all())
+                rows = [(s, found[s]) for s in chunk if s in found]
+                yield rows if fields is None else [(s, _grant_subset(p, fields)) for s, p in rows]
+
+    def _payload_batches_sqlite(self, seqs: list[int], batch: int, fields: tuple[str, ...] | None
+                                ) -> Iterator[Sequence[tuple[int, str | bytes]]]:
+        expr = "e.payload" if fields is None else (
+            "json_object(" + ", ".join(f"'{f}', e.payload -> '$.grant.{f}'" for f in fields) + ")")
+        pick = f"FROM json_each(?) AS j CROSS JOIN {TABLE} AS e ON e.seq = j.value"
+        joined = (f"SELECT CAST(group_concat(x, char(10)) AS BLOB), count(*) FROM "
+                  f"(SELECT {expr} AS x {pick} ORDER BY j.key)")
+        rows = f"SELECT e.seq, {expr} {pick} ORDER BY j.key"
+        with self._bulk_read() as dbapi:
+            for chunk in _chunks(seqs, batch):
+                arg = orjson.dumps(chunk).decode()
+                blob, count = dbapi.execute(joined, (arg,)).fetchone()
+                if count == len(chunk) and blob.count(b"\n") == count - 1:  # all there, no payload held a line break
+                    yield PayloadBatch(list(chunk), blob)
+                else:
+                    yield dbapi.execute(rows, (arg,)).fetchall()
 
     def grant_history(self, grant_id: str) -> list[StoredEvent]:
         """Every event of a grant's lineage: its own versions, revocations and expiries, and
@@ -557,46 +648,100 @@ class Ledger:
             out += self._select_events(t.grant_id.in_(chunk))
         return sorted(out, key=lambda e: e.seq)
 
-    def frame(self, upto_seq: int | None = None) -> pa.Table:
-        """Every column but `payload` as a pyarrow Table, in seq order (clearance's fast path).
+    def frame(self, upto_seq: int | None = None, columns: Sequence[str] | None = None) -> pa.Table:
+        """Every column but `payload` (or only `columns`, in that order) as a pyarrow Table, in seq
+        order (clearance's fast path; `lab.rights.clearance.CLEARANCE_COLUMNS` is what it reads).
 
         seq and version are int64; every other column is a string (timestamps in the fixed
         `%Y-%m-%dT%H:%M:%S.%fZ` UTC form, so string comparison is time comparison).
 
         Per-value Python objects are what make a million-row read slow, so the database
-        serialises each row to one delimited line (SQLite `printf`, PostgreSQL `COPY ... CSV`)
-        and Arrow's C++ CSV reader builds the columns; anything odd falls back to a plain cursor.
+        serialises rows to delimited lines (SQLite `printf` + `group_concat`, one string per seq
+        range, read ahead on a thread; PostgreSQL `COPY ... CSV`) and Arrow's C++ CSV reader
+        builds the columns; anything odd falls back to a plain cursor.
         """
+        cols = FRAME_COLUMNS if columns is None else tuple(columns)
+        unknown = [c for c in cols if c not in FRAME_COLUMNS]
+        if unknown or not cols:
+            raise LedgerError(f"frame columns must be among {list(FRAME_COLUMNS)}, got {list(cols)}")
         self._ensure()
         where = "" if upto_seq is None else f" WHERE seq <= {int(upto_seq)}"
         try:
             if self._sqlite:
-                return self._frame_sqlite(where)
+                return self._frame_sqlite(where, cols)
             if self._psycopg:
-                return self._frame_pg(where)
+                return self._frame_pg(where, cols)
         except (_FrameFallback, pa.ArrowInvalid):
             pass
-        return self._frame_cursor(where)
+        return self._frame_cursor(where, cols)
 
-    def _frame_sqlite(self, where: str, batch: int = 100_000) -> pa.Table:
-        args = ", ".join(c if c in _FRAME_NOT_NULL else f"coalesce({c}, char(30))" for c in FRAME_COLUMNS)
-        sql = f"SELECT printf(?, {args}) FROM {TABLE}{where} ORDER BY seq"
-        fmt = "\x1f".join(["%s"] * len(FRAME_COLUMNS))
+    @contextmanager
+    def _bulk_read(self) -> Iterator[Any]:
+        """A DBAPI connection for one big read. On SQLite the mmap is switched off for it: a scan
+        through mmap maps the whole ledger file into the process (1.5 GB of resident pages at a
+        million events) where read() goes through a bounded page cache instead."""
+        with self.engine.connect() as conn:
+            dbapi = conn.connection.dbapi_connection
+            if self._sqlite:
+                dbapi.execute("PRAGMA mmap_size = 0")
+            try:
+                yield dbapi
+            finally:
+                if self._sqlite:
+                    dbapi.execute(f"PRAGMA mmap_size = {_SQLITE_MMAP}")
+
+    def _frame_sqlite(self, where: str, cols: Sequence[str] = FRAME_COLUMNS, step: int = 50_000) -> pa.Table:
+        schema = _frame_schema(cols)
+        args = ", ".join(c if c in _FRAME_NOT_NULL else f"coalesce({c}, char(30))" for c in cols)
+        sql = (f"SELECT CAST(group_concat(line, char(10)) AS BLOB), count(*) FROM (SELECT printf(?, {args}) AS line "
+               f"FROM {TABLE} WHERE seq >= ? AND seq <= ? ORDER BY seq)")
+        fmt = "\x1f".join(["%s"] * len(cols))
         parse = pcsv.ParseOptions(delimiter="\x1f", quote_char=False, double_quote=False, escape_char=False)
-        convert = pcsv.ConvertOptions(column_types=_FRAME_SCHEMA, null_values=["\x1e"], strings_can_be_null=True)
+        convert = pcsv.ConvertOptions(column_types=schema, null_values=["\x1e"], strings_can_be_null=True)
+        read = pcsv.ReadOptions(column_names=list(cols))
         tables = []
-        with self._raw_cursor(sql, (fmt,)) as cur:
-            while rows := cur.fetchmany(batch):
-                data = "\n".join([r[0] for r in rows]).encode()
-                t = pcsv.read_csv(io.BytesIO(data), read_options=pcsv.ReadOptions(column_names=list(FRAME_COLUMNS)),
-                                  parse_options=parse, convert_options=convert)
-                if t.num_rows != len(rows):  # a value held a line break or a delimiter
-                    raise _FrameFallback
-                tables.append(t)
-        return _concat(tables)
+        with self._bulk_read() as dbapi:
+            # One read transaction: the seq ranges below see one state of the ledger.
+            dbapi.execute("BEGIN")
+            try:
+                # min() and max() apart: together they would scan the table.
+                lo, hi = dbapi.execute(f"SELECT (SELECT min(seq) FROM {TABLE}{where}), "
+                                       f"(SELECT max(seq) FROM {TABLE}{where})").fetchone()
+                starts = [] if lo is None else range(int(lo), int(hi) + 1, step)
+                ranges = [(a, min(a + step - 1, int(hi))) for a in starts]
 
-    def _frame_pg(self, where: str) -> pa.Table:
-        sql = (f"COPY (SELECT {', '.join(FRAME_COLUMNS)} FROM {TABLE}{where} ORDER BY seq) "
+                def fetch(a: int, b: int) -> tuple[bytes | None, int]:
+                    return dbapi.execute(sql, (fmt, a, b)).fetchone()
+
+                # SQLite (printf, group_concat) reads the next range on another thread while
+                # Arrow's CSV reader parses this one; neither holds the GIL. (Two connections
+                # scanning at once are slower: they contend in the kernel and in SQLite's allocator.)
+                with ThreadPoolExecutor(1, thread_name_prefix="lab-ledger-frame") as pool:
+                    pending = pool.submit(fetch, *ranges[0]) if ranges else None
+                    for k in range(len(ranges)):
+                        blob, count = pending.result()
+                        pending = pool.submit(fetch, *ranges[k + 1]) if k + 1 < len(ranges) else None
+                        if not count:
+                            continue
+                        t = pcsv.read_csv(pa.BufferReader(blob), read_options=read, parse_options=parse,
+                                          convert_options=convert)
+                        if t.num_rows != count:  # a value held a line break or a delimiter
+                            if pending is not None:
+                                pending.result()
+                            raise _FrameFallback
+                        tables.append(t)
+            finally:
+                dbapi.execute("COMMIT")
+        table = _concat(tables, schema)
+        if "seq" in cols:
+            seq = table["seq"].to_numpy()
+            if len(seq) > 1 and not (seq[1:] > seq[:-1]).all():
+                table = table.take(pa.array(np.argsort(seq, kind="stable"), pa.int64()))
+        return table
+
+    def _frame_pg(self, where: str, cols: Sequence[str] = FRAME_COLUMNS) -> pa.Table:
+        schema = _frame_schema(cols)
+        sql = (f"COPY (SELECT {', '.join(cols)} FROM {TABLE}{where} ORDER BY seq) "
                "TO STDOUT (FORMAT csv, FORCE_QUOTE *)")
         buf = io.BytesIO()
         with self.engine.connect() as conn:
@@ -605,24 +750,25 @@ class Ledger:
                     for data in copy:
                         buf.write(data)
         if not buf.tell():
-            return _concat([])
+            return schema.empty_table()
         buf.seek(0)
         # Non-null values are all quoted; NULL is the unquoted empty field.
         return pcsv.read_csv(
-            buf, read_options=pcsv.ReadOptions(column_names=list(FRAME_COLUMNS)),
+            buf, read_options=pcsv.ReadOptions(column_names=list(cols)),
             parse_options=pcsv.ParseOptions(newlines_in_values=True),
-            convert_options=pcsv.ConvertOptions(column_types=_FRAME_SCHEMA, null_values=[""], strings_can_be_null=True,
+            convert_options=pcsv.ConvertOptions(column_types=schema, null_values=[""], strings_can_be_null=True,
                                                 quoted_strings_can_be_null=False))
 
-    def _frame_cursor(self, where: str, batch: int = 100_000) -> pa.Table:
-        sql = f"SELECT {', '.join(FRAME_COLUMNS)} FROM {TABLE}{where} ORDER BY seq"
-        chunks: list[list[pa.Array]] = [[] for _ in FRAME_COLUMNS]
+    def _frame_cursor(self, where: str, cols: Sequence[str] = FRAME_COLUMNS, batch: int = 100_000) -> pa.Table:
+        schema = _frame_schema(cols)
+        sql = f"SELECT {', '.join(cols)} FROM {TABLE}{where} ORDER BY seq"
+        chunks: list[list[pa.Array]] = [[] for _ in cols]
         with self._raw_cursor(sql) as cur:
             while rows := cur.fetchmany(batch):
                 for j, col in enumerate(zip(*rows)):
-                    chunks[j].append(pa.array(col, type=_FRAME_SCHEMA.field(j).type))
-        arrays = [pa.chunked_array(c, type=f.type) for c, f in zip(chunks, _FRAME_SCHEMA)]
-        return pa.Table.from_arrays(arrays, schema=_FRAME_SCHEMA)
+                    chunks[j].append(pa.array(col, type=schema.field(j).type))
+        arrays = [pa.chunked_array(c, type=f.type) for c, f in zip(chunks, schema)]
+        return pa.Table.from_arrays(arrays, schema=schema)
 
     # -- writing -------------------------------------------------------------
 
@@ -931,10 +1077,19 @@ class _FrameFallback(Exception):
     pass
 
 
-def _concat(tables: list[pa.Table]) -> pa.Table:
+def _concat(tables: list[pa.Table], schema: pa.Schema = _FRAME_SCHEMA) -> pa.Table:
     if not tables:
-        return _FRAME_SCHEMA.empty_table()
+        return schema.empty_table()
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+def _grant_subset(payload: str | bytes, fields: Sequence[str]) -> bytes:
+    grant = orjson.loads(payload).get("grant") or {}
+    return orjson.dumps({f: grant.get(f) for f in fields})
+
+
+def _frame_schema(cols: Sequence[str]) -> pa.Schema:
+    return pa.schema([_FRAME_SCHEMA.field(c) for c in cols])
 
 
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:

@@ -209,7 +209,124 @@ def test_load_snapshot_rejects_a_missing_or_malformed_file(tmp_path):
 def test_write_snapshot_is_idempotent(world):
     res = run(world)
     first = res.snapshot_path.read_bytes()
-    again = write_snapshot(res.doc, res.snapshot_path.parents[1])
+    # `lab clear` streams the file; writing the same document whole gives the same path and bytes.
+    again = write_snapshot(orjson.loads(first), res.snapshot_path.parents[1])
     assert again == res.snapshot_path
     assert again.read_bytes() == first
     assert load_catalog_table(CATALOG, world[0]).num_rows == len(ITEMS)
+
+
+# ----------------------------------------------------------------------------- the streamed writer
+
+TRICKY = ['quote " and backslash \\ and slash /', "line\nbreak\ttab\r\x00nul\x1fus\x7fdel", "é ü ß 漢字 🎵 \u2028\u2029",
+          "{\"looks\": [\"like\", \"json\"]}, \"G-1\": {", "tab\tonly"]
+
+
+def test_tricky_text_and_numbers_survive_the_streamed_writer(world, tmp_path):
+    """Every escape orjson makes, non-ASCII, and floats in several forms: what the column-wise writer
+    hashes and writes must be what the per-entry reference path (load_snapshot) recomputes, and the
+    bytes what `write_snapshot` gives for the same document."""
+    home, ledger, out = world
+    items = [item(f"t{i}", title=t, description=t, artists=[t, "plain", t], audio_path=f"{t}/{i}.wav",
+                  isrc=None if i % 2 else "GBLAB2600001", duration_s=d)
+             for i, (t, d) in enumerate(zip(TRICKY, [0.1, 1e-7, 123456789.125, 30.0, 1e16]))]
+    items.append(item("t-rej", title=TRICKY[1], reject_reason="decode_error", status="rejected",
+                      reject_detail=TRICKY[0]))
+    save_catalog(Catalog(name=CATALOG, root=tmp_path / "audio", items=ITEMS + items), home)
+    parties = [{"name": TRICKY[1], "role": "master_owner", "right": "master", "share": 33.3},
+               {"name": TRICKY[2], "role": "performer", "right": "master", "share": 66.7, "party_id": TRICKY[0]}]
+    ledger.append_many([grant(f"G-t{i}", subject={"recording_id": f"t{i}"}, attribution=TRICKY[i], parties=parties,
+                              compensation={"model": "flat_fee", "rate": 1e-7, "notes": TRICKY[i]})
+                        for i in range(len(TRICKY))], recorded_at=RECORDED + timedelta(days=300))
+    res = run(world)
+    snap = load_snapshot(res.snapshot_path)  # recomputes every digest the plain way
+    assert {i.recording_id for i in snap.items} >= {f"t{i}" for i in range(len(TRICKY))}
+    assert snap.item_by_id()["t1"].title == TRICKY[1] and snap.grants["G-t2"].attribution == TRICKY[2].strip()
+    raw = res.snapshot_path.read_bytes()
+    assert write_snapshot(orjson.loads(raw), tmp_path / "again").read_bytes() == raw
+    # the in-memory build gives the same document
+    table = load_catalog_table(CATALOG, home)
+    decision = clear(table, ledger.frame(), Policy(**POLICY), AT)
+    doc = build_snapshot(table, decision, catalog_info=res.doc["catalog"], ledger_head=ledger.head(),
+                         grant_payloads=ledger.payloads(decision.grant_seq.values()))
+    assert {k: v for k, v in doc.items() if k != "created_at"} == \
+        {k: v for k, v in orjson.loads(raw).items() if k != "created_at"}
+
+
+def test_an_item_cleared_by_several_grants_lists_ids_and_refs_each_in_their_own_order(world):
+    """"G-10@.." sorts before "G-1@..": ids and refs are sorted apart, as the reference path does."""
+    _, ledger, _ = world
+    ledger.append_many([grant(g, subject={"recording_id": "r1"}) for g in ("G-10", "G-1", "G-2")],
+                       recorded_at=RECORDED + timedelta(days=300))
+    res = run(world)
+    snap = load_snapshot(res.snapshot_path)
+    assert snap.item_by_id()["r1"].grant_ids == ["G-1", "G-10", "G-2", "G-r1"]
+    assert set(snap.grants) == {"G-1", "G-10", "G-2", "G-r1", "G-r2"}
+
+
+def test_terms_missing_from_the_ledger_are_refused(world, tmp_path):
+    from lab.data.snapshot import stream_snapshot
+
+    home, ledger, _ = world
+    table = load_catalog_table(CATALOG, home)
+    decision = clear(table, ledger.frame(), Policy(**POLICY), AT)
+
+    def dropping(seqs):
+        return [[(s, p) for s, p in ledger.payload_texts(seqs) if s != seqs[0]]]
+
+    import io
+
+    with pytest.raises(SnapshotError, match="terms missing for clearing grant G-r1"):
+        stream_snapshot(io.BytesIO(), table, decision, catalog_info={"name": CATALOG}, ledger_head=ledger.head(),
+                        payloads=dropping)
+    with pytest.raises(SnapshotError, match="terms missing"):
+        build_snapshot(table, decision, catalog_info={"name": CATALOG}, ledger_head=ledger.head(), grant_payloads={})
+
+
+def test_packed_merkle_root_is_the_reference_tree():
+    import hashlib
+    import os
+
+    from lab.util.merkle import merkle_root, merkle_root_packed
+
+    def reference(leaves):
+        level = sorted(leaves)
+        while len(level) > 1:
+            nxt = [hashlib.sha256(b"\x01" + a + b).digest() for a, b in zip(level[0::2], level[1::2])]
+            level = nxt + ([level[-1]] if len(level) % 2 else [])
+        return level[0].hex() if level else hashlib.sha256(b"").hexdigest()
+
+    for n in (0, 1, 2, 3, 5, 8, 13, 1000, 1025):
+        leaves = [os.urandom(32) for _ in range(n)]
+        if n > 4:  # ties on the first 8 bytes take the full-key sort
+            leaves[1] = leaves[0][:8] + os.urandom(24)
+            leaves[2] = leaves[0][:31] + bytes([leaves[0][31] ^ 1])
+        assert merkle_root_packed(b"".join(leaves)) == merkle_root(leaves) == reference(leaves)
+
+
+@pytest.mark.postgres
+def test_a_postgresql_ledger_gives_the_same_decisions(world, postgres_url):
+    """Same events in a PostgreSQL ledger: the frame (COPY), the terms (an array of seqs, the
+    fields cut by `json_build_object`) and so the Merkle root are those of the SQLite run."""
+    import uuid
+
+    from sqlalchemy import create_engine
+
+    home, sqlite_ledger, out = world
+    name = f"lab_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        with Ledger(postgres_url.rsplit("/", 1)[0] + "/" + name) as pg:
+            for e in sqlite_ledger.events():
+                pg.append(e.event, recorded_at=e.recorded_at)
+            res = run_clearance(catalog=CATALOG, ledger=pg, policy=Policy(**POLICY), snapshots_dir=out / "pg",
+                                home=home, at=AT)
+            snap = load_snapshot(res.snapshot_path)
+        assert snap.merkle_root == run(world).doc["merkle_root"]
+        assert res.doc["counts"]["cleared"] == 2 and snap.grants["G-r1"].parties[0]["share"] == 60
+    finally:
+        with admin.connect() as c:
+            c.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
