@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..rights.clearance import Clearance, no_gc
-from ..util.atomic import write_bytes
+from ..util.atomic import fsync_dir, write_bytes
 from ..util.canonical import canonical_json, digest
 from ..util.merkle import leaf_hash, merkle_root, merkle_root_packed
 from ..util.timestamps import utcnow
@@ -792,24 +792,13 @@ class _AtomicFile:
         path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.tmp, path)
         for d in {path.parent, Path(self.tmp).parent}:
-            _fsync_dir(d)
+            fsync_dir(d)
         return path
 
     def discard(self) -> None:
         if not self.file.closed:
             self.file.close()
         Path(self.tmp).unlink(missing_ok=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_snapshot_stream(

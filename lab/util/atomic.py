@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -32,7 +32,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -52,14 +52,14 @@ def publish_dir(staging: str | os.PathLike, final: str | os.PathLike) -> Path:
         if p.is_file():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
-    _fsync_dir(staging)
+    fsync_dir(staging)
     backup = final.with_name(f".{final.name}.old")
     if final.exists():
         if backup.exists():
             shutil.rmtree(backup)
         os.replace(final, backup)
     os.replace(staging, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     if backup.exists():
         shutil.rmtree(backup)
     return final
