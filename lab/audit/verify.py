@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
 import yaml
 
@@ -64,7 +65,7 @@ def audit_checkpoint(folder: Path, *, public_key: Path, ledger: Ledger | None = 
     report.add("signature", sig.ok, sig.reason if not sig.ok else f"{sig.files} files signed by {public_key.name}")
     card = None
     try:
-        card = validate_card(__import__("orjson").loads((folder / "data_card.json").read_bytes()))
+        card = validate_card(orjson.loads((folder / "data_card.json").read_bytes()))
         report.add("data_card", True, f"valid against lab.data_card/1: {len(card.sources)} sources")
     except (CardError, OSError, ValueError) as exc:
         report.add("data_card", False, str(exc)[:500])

@@ -107,18 +107,19 @@ def _lab_checkpoint_lineage(path: Path, cfg: DictConfig, model) -> tuple[dict, s
     except Exception as exc:  # noqa: BLE001 - any failure means we cannot trust the parent's card
         raise TrainingRefused(f"base checkpoint {path} does not verify: {exc}") from None
     parent = load_card(path / "data_card.json")
+    parent_sha = card_sha256(path / "data_card.json")
     licences = sorted({s.licence for s in [*parent.sources, *parent.lineage.inherited_sources]})
     base = BaseModelRef(
         id=str(cfg.model.get("id") or parent.identity.checkpoint_id), digest=model_digest(model),
         licence=str(cfg.model.get("licence") or (" AND ".join(licences) if licences else "none")),
         declared_training_data=f"lab checkpoint {parent.identity.checkpoint_id} (snapshot {parent.snapshot.snapshot_id})",
-        card=BaseCardRef(path=str(path / "data_card.json"), sha256=card_sha256(path / "data_card.json"),
+        card=BaseCardRef(path=str(path / "data_card.json"), sha256=parent_sha,
                          summary=f"{len(parent.sources)} sources, {parent.exposure.total_seconds:.1f} s seen"),
         kind="lab_checkpoint")
     lineage = {
         "base_model": base,
         "parent_checkpoint": ParentCheckpoint(checkpoint_id=parent.identity.checkpoint_id,
-                                              data_card_sha256=card_sha256(path / "data_card.json"),
+                                              data_card_sha256=parent_sha,
                                               path=str(path.resolve())),
         "relation": "finetune",
         "inherited_sources": [*parent.lineage.inherited_sources, *parent.sources],
@@ -279,10 +280,12 @@ def _main(cfg: DictConfig, dist: DistInfo) -> dict[str, Any]:
     model, tok, lineage, licence = build_model(cfg, snapshot, run_dir, dist)
     codec = model.audio_encoder
     cache_root = home / "cache" / "codes"
-    if dist.is_main:
-        build_code_cache(snapshot, codec, cache_root, segment_seconds=float(cfg.data.segment_seconds))
+    # Rank 0 encodes (or finds) the cache; the others open it once it exists.
+    segment = float(cfg.data.segment_seconds)
+    dataset = build_code_cache(snapshot, codec, cache_root, segment_seconds=segment) if dist.is_main else None
     barrier()
-    dataset = build_code_cache(snapshot, codec, cache_root, segment_seconds=float(cfg.data.segment_seconds))
+    if dataset is None:
+        dataset = build_code_cache(snapshot, codec, cache_root, segment_seconds=segment)
 
     tcfg = cfg.trainer
     trainer_cfg = TrainerConfig.from_dict({
