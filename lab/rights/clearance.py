@@ -358,7 +358,9 @@ def _clear(catalog: pa.Table, frame: pa.Table, policy: Policy, at: datetime, gra
     opted = np.zeros(n, dtype=bool)
     opted[item_idx[is_opt]] = True
     covered = np.bincount(item_idx, minlength=n) > 0
-    status_ok = _np(pc.equal(catalog["status"], "ok"))
+    # A subject table (consent checks of sources already trained on) has no ingest columns: every row is a
+    # recording that was ingested fine once; only consent is in question.
+    status_ok = _np(pc.equal(catalog["status"], "ok")) if "status" in catalog.column_names else np.ones(n, bool)
     cleared = (best == OK) & ~opted & status_ok
 
     # Grant ids per item: the clearing ones for cleared items, all covering ones otherwise.
