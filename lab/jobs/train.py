@@ -214,22 +214,9 @@ class ProvenanceHook(TrainerHooks):
             data_card_sha256=card_sha256(card_path)).encode())
         write_bytes(staging_dir / "croissant.json", canonical_json(croissant(card)))
         write_bytes(staging_dir / "config.lab.json", canonical_json(self.cfg))
-        sign_folder(staging_dir, self.private_key)
 
-    def load_model_weights(self, model, checkpoint_dir: Path) -> None:
-        from safetensors.torch import load_file
-
-        state = load_file(str(Path(checkpoint_dir) / "model.safetensors"))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        # Tied / non-persistent buffers may be absent from the file; real weights may not.
-        # A tied alias (T5's encoder.embed_tokens = shared) shares storage with a loaded tensor.
-        tensors = model.state_dict(keep_vars=True)
-        loaded = {tensors[k].data_ptr() for k in state if k in tensors}
-        real_missing = [k for k in missing if not k.endswith(("position_ids", "embed_positions.weights"))
-                        and tensors[k].data_ptr() not in loaded]
-        if real_missing or unexpected:
-            raise RuntimeError(f"checkpoint {checkpoint_dir} does not match the model: "
-                               f"missing {real_missing[:5]}, unexpected {unexpected[:5]}")
+    def seal_checkpoint(self, step: int, staging_dir: Path) -> None:
+        sign_folder(Path(staging_dir), self.private_key)  # after COMPLETE: the signature covers it
 
 
 # ----------------------------------------------------------------------------- main

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from lab.train import checkpoint as ckpt
+from lab import checkpoint as ckpt
 from lab.train.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -139,6 +139,8 @@ class TrainerHooks:
     - `write_checkpoint_extras(step, staging_dir)`: rank 0, before the folder is
       published, after `training_state/` is written. Overriding it takes over writing
       the model files; the default (also `super()`) is `save_pretrained` / `model.pt`.
+    - `seal_checkpoint(step, staging_dir)`: rank 0, after `COMPLETE` is written and
+      before the folder is published (e.g. a signature over every file).
     - `load_model_weights(model, checkpoint_dir)`: how to read them back on resume;
       default reads `model.pt` / safetensors written by the default writer.
     """
@@ -162,6 +164,9 @@ class TrainerHooks:
         if self.trainer is None:
             raise RuntimeError("hook is not bound to a Trainer")
         ckpt.save_model_files(self.trainer.module, staging_dir)
+
+    def seal_checkpoint(self, step: int, staging_dir: Path) -> None:
+        pass
 
     def load_model_weights(self, model: nn.Module, checkpoint_dir: Path) -> None:
         ckpt.load_model_files(model, checkpoint_dir)
@@ -190,6 +195,7 @@ class _HookSet:
         self._on_batch = [h.on_batch for h in self.hooks if _overrides(h, "on_batch")]
         self._on_log = [h.on_log for h in self.hooks if _overrides(h, "on_log")]
         self._writers = [h.write_checkpoint_extras for h in self.hooks if _overrides(h, "write_checkpoint_extras")]
+        self._sealers = [h.seal_checkpoint for h in self.hooks if _overrides(h, "seal_checkpoint")]
         self._loaders = [h.load_model_weights for h in self.hooks if _overrides(h, "load_model_weights")]
         self.keys: dict[int, str] = {}
         taken: set[str] = set()
@@ -232,6 +238,10 @@ class _HookSet:
         if not self._writers:
             ckpt.save_model_files(self.trainer.module, staging_dir)
         for f in self._writers:
+            f(step, staging_dir)
+
+    def seal_checkpoint(self, step: int, staging_dir: Path) -> None:
+        for f in self._sealers:
             f(step, staging_dir)
 
     def load_model_weights(self, model: nn.Module, checkpoint_dir: Path) -> None:
@@ -577,7 +587,8 @@ class Trainer:
             step = self.step
             try:
                 path = ckpt.write_checkpoint(
-                    self.out_dir, step, state, lambda staging: self.hooks.write_checkpoint_extras(step, staging)
+                    self.out_dir, step, state, lambda staging: self.hooks.write_checkpoint_extras(step, staging),
+                    seal=lambda staging: self.hooks.seal_checkpoint(step, staging),
                 )
                 removed = ckpt.prune(self.out_dir, self.cfg.keep_last)
                 if removed:

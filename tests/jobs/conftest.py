@@ -46,7 +46,7 @@ def demo(tmp_path_factory) -> DemoEnv:
 @pytest.fixture(scope="session")
 def shared_run(demo, tmp_path_factory) -> SharedRun:
     """The one tiny run the read-only tests share (base built from config, commercial snapshot)."""
-    from lab.train import checkpoint as ck
+    from lab import checkpoint as ck
 
     torch.set_num_threads(1)
     run_dir = tmp_path_factory.mktemp("runs") / "shared"

@@ -18,7 +18,7 @@ from lab.cards.schema import validate_card
 from lab.cards.signing import ensure_keypair, verify_folder
 from lab.data.snapshot import load_snapshot
 from lab.jobs.train import TrainingRefused
-from lab.train import checkpoint as ck
+from lab import checkpoint as ck
 
 from jobs_helpers import (
     REPO,

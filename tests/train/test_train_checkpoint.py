@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from lab.train import checkpoint as ck
+from lab import checkpoint as ck
 from lab.train.trainer import Trainer, TrainerConfig
 from train_toy import ExposureHook, Toy, checksum, factory, noisy_loss_fn
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lab.train import checkpoint as ck
+from lab import checkpoint as ck
 
 HERE = Path(__file__).resolve().parent
 

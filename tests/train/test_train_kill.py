@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from lab.train import checkpoint as ck
+from lab import checkpoint as ck
 from lab.train.trainer import Trainer, TrainerConfig
 from train_toy import ExposureHook, Toy, factory, loss_fn
 

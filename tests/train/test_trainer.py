@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lab.train.checkpoint import latest_complete
+from lab.checkpoint import latest_complete
 from lab.train.logging import MetricsLog
 from lab.train.trainer import (
     Trainer,
