@@ -19,13 +19,10 @@ empty-file check).
 from __future__ import annotations
 
 import base64
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -34,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from lab.util import atomic
+from lab.util.locks import file_lock
 
 PRIVATE_KEY_NAME = "signing_key.pem"
 PUBLIC_KEY_NAME = "signing_key.pub.pem"
@@ -105,18 +103,6 @@ def _public_pem(private_key) -> bytes:
     )
 
 
-@contextlib.contextmanager
-def _dir_lock(directory: Path):
-    """Exclusive lock so DDP ranks calling ensure_keypair at once agree on one key."""
-    fd = os.open(directory / ".keys.lock", os.O_CREAT | os.O_RDWR, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
 def ensure_keypair(key_dir: Path) -> KeyPair:
     """Return the EC P-256 signing key pair under key_dir, creating it on first use.
 
@@ -127,7 +113,7 @@ def ensure_keypair(key_dir: Path) -> KeyPair:
     key_dir = Path(key_dir)
     key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     priv_path, pub_path = key_dir / PRIVATE_KEY_NAME, key_dir / PUBLIC_KEY_NAME
-    with _dir_lock(key_dir):
+    with file_lock(key_dir / ".keys.lock"):  # DDP ranks calling at once agree on one key
         if priv_path.exists():
             private_key = serialization.load_pem_private_key(priv_path.read_bytes(), password=None)
             if not isinstance(private_key, ec.EllipticCurvePrivateKey) or private_key.curve.name not in (
@@ -143,12 +129,10 @@ def ensure_keypair(key_dir: Path) -> KeyPair:
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             )
-            atomic.write_bytes(priv_path, pem)  # mkstemp creates it 0600: never readable by others
-            os.chmod(priv_path, 0o600)
+            atomic.write_bytes(priv_path, pem, mode=0o600)  # never readable by others, whatever the umask
         pub_pem = _public_pem(private_key)
         if not pub_path.exists() or pub_path.read_bytes() != pub_pem:
             atomic.write_bytes(pub_path, pub_pem)
-            os.chmod(pub_path, 0o644)
     return KeyPair(priv_path, pub_path, public_key_fingerprint(private_key.public_key()))
 
 
@@ -199,9 +183,8 @@ def sign_folder(folder: Path, private_key: Path, signature_name: str = DEFAULT_S
     if not folder.is_dir():
         raise SignatureError(f"not a folder: {folder}")
     sig_path = folder / signature_name
-    fd, tmp = tempfile.mkstemp(prefix=f".{folder.name}.{signature_name}.", suffix=".tmp", dir=folder.parent)
-    os.close(fd)
-    try:
+    # Staged beside the folder, not in it, so the bundle does not sign its own temp file.
+    with atomic.staged_path(sig_path, stage_in=folder.parent) as tmp:
         try:
             (
                 signing.Config()
@@ -211,12 +194,6 @@ def sign_folder(folder: Path, private_key: Path, signature_name: str = DEFAULT_S
             )
         except (ValueError, TypeError, OSError) as exc:
             raise SignatureError(f"could not sign {folder}: {exc}") from exc
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, sig_path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return sig_path
 
 

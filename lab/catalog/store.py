@@ -7,14 +7,12 @@ the parquet file; every load checks it, so an edited catalogue is refused, not u
 
 from __future__ import annotations
 
-import fcntl
 import re
 import shutil
 import tempfile
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -24,6 +22,7 @@ from pydantic import BaseModel
 from lab import settings
 from lab.util.atomic import publish_dir
 from lab.util.canonical import sha256_file, sha256_hex
+from lab.util.locks import file_lock
 
 from .importers import CatalogError
 from .items import CatalogItem
@@ -115,17 +114,6 @@ def items_to_table(items: list[CatalogItem]) -> pa.Table:
     return pa.table(cols, schema=SCHEMA)
 
 
-@contextmanager
-def _name_lock(root: Path, name: str) -> Iterator[None]:
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{name}.lock", "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 def save_catalog(cat: Catalog, home: str | Path | None = None) -> Path:
     """Write (or replace) catalogue `cat.name`; returns its folder.
 
@@ -137,7 +125,7 @@ def save_catalog(cat: Catalog, home: str | Path | None = None) -> Path:
         raise CatalogError(f"items {stray[:5]} belong to another catalogue than {name!r}")
     root = catalogs_root(home)
     final = root / name
-    with _name_lock(root, name):
+    with file_lock(root / f".{name}.lock"):
         staging = Path(tempfile.mkdtemp(prefix=f".{name}.staging-", dir=root))
         try:
             pq.write_table(items_to_table(cat.items), staging / PARQUET_NAME, compression="zstd")

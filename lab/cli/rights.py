@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from . import app
 from .output import console, emit_json, err_console, fail, table
+from ..util.identifiers import as_isrc
 
 rights_app = typer.Typer(no_args_is_help=True, add_completion=False,
                          help="Consent grants and revocations: the append-only, hash-chained rights ledger.")
@@ -32,7 +33,6 @@ LedgerOpt = Annotated[Optional[str], typer.Option(
     "--ledger", help="SQLAlchemy URL of the ledger (default: $LAB_LEDGER_URL, else SQLite under $LAB_HOME).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
-_ISRC = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}[0-9]{2}[0-9]{5}$")
 _SHA = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
@@ -249,9 +249,8 @@ def show(
     json_: JsonOpt = False,
 ) -> None:
     """Every event whose grant names this recording (by recording id, ISRC or audio sha256)."""
-    isrc = recording.replace("-", "").upper()
     kwargs = {"recording_id": recording,
-              "isrc": isrc if _ISRC.match(isrc) else None,
+              "isrc": as_isrc(recording),
               "sha256": recording.lower() if _SHA.match(recording) else None}
     with _ledger(ledger, json_) as L:
         stored = L.events_for_subject(**kwargs)

@@ -1,11 +1,19 @@
-"""Atomic writes: a reader sees the old file or the new one, never half of either."""
+"""Atomic writes: a reader sees the old file or the new one, never half of either.
+
+Files are staged beside their destination (same filesystem, so the final `os.replace` is one rename),
+fsynced, then renamed; the folder is fsynced after. A staged file gets the mode a plain `open` would
+give (0666 less the process umask) unless the caller asks for one, e.g. 0600 for a private key.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 
 def fsync_dir(path: Path) -> None:
@@ -19,25 +27,61 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def staged_path(path: str | os.PathLike, *, mode: int | None = None,
+                stage_in: str | os.PathLike | None = None) -> Iterator[Path]:
+    """Yield an empty temp file beside `path`; when the block exits cleanly it replaces `path`.
+
+    For writers that want a path rather than a file object (a library that writes the file itself).
+    `stage_in` puts the temp file in another folder of the same filesystem (e.g. outside a folder being
+    hashed). On an exception the temp file is removed and `path` is untouched.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    stage = path.parent if stage_in is None else Path(stage_in)
+    tmp = stage / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    # O_EXCL + 0666: the process umask applies, as for any new file (mkstemp would force 0600).
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666 if mode is None else mode)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        if mode is not None:
+            os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    try:
+        yield tmp
+        _fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
-    return path
+    if stage != path.parent:
+        fsync_dir(stage)
 
 
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    return write_bytes(path, text.encode("utf-8"))
+@contextmanager
+def open_atomic(path: str | os.PathLike, *, mode: int | None = None) -> Iterator[BinaryIO]:
+    """A binary file to write piece by piece; it appears at `path` only when the block exits cleanly."""
+    with staged_path(path, mode=mode) as tmp, open(tmp, "wb") as f:
+        yield f
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, *, mode: int | None = None) -> Path:
+    with open_atomic(path, mode=mode) as f:
+        f.write(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str, *, mode: int | None = None) -> Path:
+    return write_bytes(path, text.encode("utf-8"), mode=mode)
 
 
 def publish_dir(staging: str | os.PathLike, final: str | os.PathLike) -> Path:
@@ -50,8 +94,7 @@ def publish_dir(staging: str | os.PathLike, final: str | os.PathLike) -> Path:
     staging, final = Path(staging), Path(final)
     for p in staging.rglob("*"):
         if p.is_file():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
+            _fsync_file(p)
     fsync_dir(staging)
     backup = final.with_name(f".{final.name}.old")
     if final.exists():
