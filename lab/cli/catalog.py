@@ -1,4 +1,4 @@
-"""`lab catalog …`: ingest a folder of consented audio, show and list stored catalogues."""
+"""`lab catalog …`: ingest a folder of consented audio, show and list stored catalogues and their cards."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any, Optional
 import typer
 from rich.markup import escape
 
+from lab.catalog.card import read_dataset_card, write_dataset_card
 from lab.catalog.importers import CatalogError
 from lab.catalog.ingest import ingest as run_ingest
 from lab.catalog.store import list_catalogs, load_catalog_table, load_manifest, save_catalog
@@ -56,13 +57,14 @@ def ingest_cmd(
     try:
         cat = run_ingest(source, catalog, metadata=metadata, workers=workers)
         path = save_catalog(cat)
+        card = write_dataset_card(cat)
     except CatalogError as exc:
         _fail_catalog(exc, as_json)
     counts = cat.counts()
     rejected = [{"recording_id": i.recording_id, "reason": i.reject_reason, "detail": i.reject_detail,
                  "audio_path": i.audio_path} for i in cat.rejected_items]
     if as_json:
-        emit_json({"ok": True, "catalog": cat.name, "path": str(path), "root": str(cat.root),
+        emit_json({"ok": True, "catalog": cat.name, "path": str(path), "root": str(cat.root), "card": str(card),
                    "counts": counts, "parquet_sha256": cat.manifest["parquet"]["sha256"],
                    "rejected": rejected})
         return
@@ -70,7 +72,7 @@ def ingest_cmd(
     if rejected:
         table("rejected items (kept in the catalogue, never used)", ["recording_id", "reason", "audio_path", "detail"],
               _esc([[r["recording_id"], r["reason"], r["audio_path"], r["detail"]] for r in rejected]))
-    console.print(f"written to {escape(str(path))}")
+    console.print(f"written to {escape(str(path))} (dataset card: lab catalog card {escape(cat.name)})")
 
 
 @catalog_app.command("show")
@@ -119,3 +121,13 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="machine-readabl
         c = m.get("counts", {})
         rows.append([m["name"], c.get("ok", "?"), c.get("rejected", "?"), m.get("created_at", ""), m.get("root", "")])
     table("catalogues", ["name", "ok", "rejected", "created_at", "root"], _esc(rows))
+
+
+@catalog_app.command("card")
+def card_cmd(name: str = typer.Argument(..., help="catalogue name")) -> None:
+    """A stored catalogue's dataset card (Hugging Face style markdown), as written at ingest."""
+    try:
+        text = read_dataset_card(name)
+    except CatalogError as exc:
+        fail(str(exc))
+    typer.echo(text, nl=False)
