@@ -7,8 +7,8 @@ torchcodec + FFmpeg). Audio is downmixed to mono, resampled to the codec's rate,
 segments and encoded in batches.
 
 The cache lives in ``cache_root / <key>`` with ``<key> = <snapshot_id>-<codec digest[:16]>-<seg>s-<bw>kbps``
-and is written atomically (a tmp sibling folder, then ``os.replace``), so a half-written cache is never
-seen and concurrent builders (e.g. every DDP rank) are harmless. A second call with the same key loads
+and is written atomically (a tmp sibling folder, then ``lab.util.atomic.publish_new_dir``), so a half-written cache is
+never seen and concurrent builders (e.g. every DDP rank) are harmless. A second call with the same key loads
 from disk without encoding anything.
 
 Rows: ``recording_id``, ``segment`` (index within the recording), ``start_s``, ``seconds`` (true audio
@@ -19,7 +19,6 @@ that audio; the rest are padding and are kept out of the loss by the collator), 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -34,10 +33,13 @@ import datasets
 import numpy as np
 import orjson
 import soundfile as sf
-import torch
 
-from ..util.canonical import canonical_json, sha256_hex
+from ..models.codec import encode_batch, hop_length, resolve_bandwidth
+from ..models.digest import config_for_digest, model_digest
+from ..util.atomic import publish_new_dir
 from ..util.audio import resample as _resample
+from ..util.audio import to_mono
+from ..util.canonical import sha256_hex
 from ..util.timestamps import utcnow
 from .snapshot import Snapshot, SnapshotItem, load_snapshot
 
@@ -45,13 +47,12 @@ log = logging.getLogger(__name__)
 
 CACHE_SCHEMA = "lab.codes/1"
 # Bumped whenever the audio → codes pipeline changes in a way that changes the codes.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2  # 2: segments zero-padded to whole hops by lab.models.codec.encode_batch
 RESAMPLER = "torch-sinc-hann/width=6/rolloff=0.99"
 
 __all__ = [
     "CodeCacheError",
     "AudioChangedError",
-    "codec_digest",
     "cache_key",
     "build_code_cache",
     "load_code_cache",
@@ -74,41 +75,11 @@ class AudioChangedError(CodeCacheError):
 # --------------------------------------------------------------------------- codec identity
 
 
-# Config keys that do not change what the codec computes (weights' dtype is hashed with the tensors).
-_VOLATILE_CONFIG_KEYS = ("transformers_version", "_name_or_path", "_commit_hash", "torch_dtype", "dtype",
-                         "architectures", "output_attentions", "output_hidden_states", "return_dict")
-
-
-def _codec_config_dict(codec) -> dict[str, Any]:
-    cfg = orjson.loads(codec.config.to_json_string(use_diff=False))
-    for k in _VOLATILE_CONFIG_KEYS:
-        cfg.pop(k, None)
-    return cfg
-
-
-def codec_digest(codec) -> str:
-    """sha256 over the codec's config (canonical JSON, library version dropped) and every tensor of its
-    state_dict (sorted by name; name, dtype, shape and raw bytes). Same weights → same digest."""
-    h = hashlib.sha256()
-    h.update(canonical_json(_codec_config_dict(codec)))
-    state = codec.state_dict()
-    for name in sorted(state):
-        t = state[name].detach().to("cpu").contiguous()
-        h.update(b"\0" + name.encode() + b"\0" + str(t.dtype).encode() + b"\0" + str(tuple(t.shape)).encode() + b"\0")
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
 def _resolve_bandwidth(codec, bandwidth: float | None) -> float:
-    bws = list(codec.config.target_bandwidths)
-    bw = bws[0] if bandwidth is None else bandwidth
-    if bw not in bws:
-        raise CodeCacheError(f"codec does not support bandwidth {bw} kbps; choose one of {bws}")
-    return float(bw)
-
-
-def _num_codebooks(codec, bandwidth: float) -> int:
-    return int(codec.quantizer.get_num_quantizers_for_bandwidth(bandwidth))
+    try:
+        return resolve_bandwidth(codec, bandwidth)
+    except ValueError as exc:
+        raise CodeCacheError(str(exc)) from None
 
 
 def _fmt(x: float) -> str:
@@ -119,7 +90,7 @@ def cache_key(snapshot: Snapshot, codec, *, segment_seconds: float, bandwidth: f
               digest: str | None = None) -> str:
     """``<snapshot_id>-<codec digest[:16]>-<segment_seconds>s-<bandwidth>kbps``. The bandwidth is part of
     the key because it sets how many codebooks are stored; ``None`` resolves to the codec's default."""
-    d = digest or codec_digest(codec)
+    d = digest or model_digest(codec)
     bw = _resolve_bandwidth(codec, bandwidth)
     return f"{snapshot.snapshot_id}-{d[:16]}-{_fmt(segment_seconds)}s-{_fmt(bw)}kbps"
 
@@ -162,8 +133,7 @@ def load_item_audio(item: SnapshotItem, root: Path, target_sr: int, *, verify: b
         wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as exc:  # noqa: BLE001 - libsndfile errors are untyped
         raise CodeCacheError(f"{item.recording_id}: cannot decode {path}: {exc}") from None
-    mono = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
-    return resample(mono, int(sr), int(target_sr))
+    return resample(to_mono(wave, channel_axis=1).numpy(), int(sr), int(target_sr))
 
 
 @dataclass(frozen=True)
@@ -217,23 +187,21 @@ def load_code_cache(path: str | Path) -> datasets.Dataset:
 
 
 class _Encoder:
-    def __init__(self, codec, bandwidth: float, num_codebooks: int, frames: int):
-        p = next(codec.parameters())
-        self.codec, self.bw, self.k, self.frames = codec, bandwidth, num_codebooks, frames
-        self.device, self.dtype = p.device, p.dtype
+    """Equal-length segments at the codec rate → int16 codes (B, K, frames), via the one encoder path."""
 
-    @torch.no_grad()
+    def __init__(self, codec, bandwidth: float, num_codebooks: int, frames: int):
+        self.codec, self.bw, self.k, self.frames = codec, bandwidth, num_codebooks, frames
+        self.sr = int(codec.config.sampling_rate)
+
     def __call__(self, batch: list[np.ndarray]) -> np.ndarray:
-        x = torch.from_numpy(np.stack(batch))[:, None].to(self.device, self.dtype)
-        out = self.codec.encode(x, bandwidth=self.bw, return_dict=True)
-        codes = out.audio_codes
-        if codes.shape[0] != 1:
-            raise CodeCacheError(
-                f"codec produced {codes.shape[0]} chunks per segment; set chunk_length_s=None (as MusicGen does)")
-        codes = codes[0]
+        try:
+            codes = np.stack(encode_batch(self.codec, batch, self.sr, bandwidth=self.bw, batch_size=len(batch)))
+        except ValueError as exc:
+            raise CodeCacheError(str(exc)) from None
         if tuple(codes.shape[1:]) != (self.k, self.frames):
-            raise CodeCacheError(f"codec produced codes of shape {tuple(codes.shape[1:])}, expected {(self.k, self.frames)}")
-        return codes.to("cpu", torch.int16).numpy()
+            raise CodeCacheError(
+                f"codec produced codes of shape {tuple(codes.shape[1:])}, expected {(self.k, self.frames)}")
+        return codes.astype(np.int16)
 
 
 def _rows(snapshot: Snapshot, root: Path, codec, *, sr: int, seg_samples: int, hop: int, enc: _Encoder,
@@ -298,7 +266,7 @@ def build_code_cache(
     if segment_seconds <= 0:
         raise ValueError("segment_seconds must be > 0")
     cache_root = Path(cache_root)
-    digest = codec_digest(codec)
+    digest = model_digest(codec)
     bw = _resolve_bandwidth(codec, bandwidth)
     key = cache_key(snapshot, codec, segment_seconds=segment_seconds, bandwidth=bw, digest=digest)
     final = cache_root / key
@@ -312,12 +280,12 @@ def build_code_cache(
 
     cfg = codec.config
     sr = int(cfg.sampling_rate)
-    hop = int(np.prod(cfg.upsampling_ratios))
+    hop = hop_length(codec)
     if getattr(cfg, "audio_channels", 1) != 1:
         raise CodeCacheError("MusicGen mono training needs a mono codec (audio_channels=1)")
     seg_samples = int(round(segment_seconds * sr))
     frames = -(-seg_samples // hop)
-    k = _num_codebooks(codec, bw)
+    k = int(codec.quantizer.get_num_quantizers_for_bandwidth(bw))
     root = Path(audio_root) if audio_root is not None else Path(snapshot.catalog["root"])
     features = _features(k, frames, int(cfg.codebook_size))
 
@@ -359,7 +327,7 @@ def build_code_cache(
             "snapshot_id": snapshot.snapshot_id,
             "merkle_root": snapshot.merkle_root,
             "codec_digest": digest,
-            "codec_config": _codec_config_dict(codec),
+            "codec_config": config_for_digest(codec.config),
             "segment_seconds": float(segment_seconds),
             "bandwidth": bw,
             "sampling_rate": sr,
@@ -377,11 +345,9 @@ def build_code_cache(
             "created_at": utcnow().isoformat().replace("+00:00", "Z"),
         }
         (out / "cache.json").write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-        try:
-            os.replace(out, final)
-        except OSError:
+        if not publish_new_dir(out, final):
             if not (final / "cache.json").is_file():  # not a concurrent builder winning the race
-                raise
+                raise CodeCacheError(f"{final} exists and is not a code cache")
             log.info("code cache %s was written concurrently; using that one", final)
     finally:
         if was_training:

@@ -1,39 +1,23 @@
 """Batches for MusicGen teacher forcing, from the code cache, with a deterministic resumable sampler.
 
-The delay pattern (MusicGen's "delay" interleaving): codebook k is shifted right by k steps. For
-codes ``c[k, t]`` (K codebooks, T frames) the target sequence has S = T + K - 1 steps,
-
-    target[k, s] = c[k, s - k]   if 0 <= s - k < T,   else  P   (P = pad_token_id; masked out of the loss)
-
-e.g. K = 4, T = 3 (a, b, c are frames):
-
-    k=0:  a0 b0 c0 P  P  P
-    k=1:  P  a1 b1 c1 P  P
-    k=2:  P  P  a2 b2 c2 P
-    k=3:  P  P  P  a3 b3 c3
-
-``labels`` is that matrix transposed to (B, S, K) with every P (and every frame that is only padding
-audio) set to -100. ``decoder_input_ids`` is the target shifted right by one step with the decoder
-start token in front, reshaped to (B*K, S): exactly what
-``MusicgenForConditionalGeneration.forward`` builds itself from ``labels`` (``shift_tokens_right``)
-and what ``build_delay_pattern_mask`` produces at generation time (column 0 all start/BOS, codebook k
-starting at step k+1), so training and ``generate`` see the same layout. The model computes the loss
-on ``logits[:, :, -S:]`` against ``labels``, ignoring -100 and P.
+The delay pattern comes from `lab.models.delay` (the layout ``generate`` uses too); the model computes
+the loss itself from the collated ``labels``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from ..models.delay import delay_pattern
+
 __all__ = [
     "MusicgenCollator",
-    "apply_delay_pattern",
     "ResumableSampler",
     "make_loader",
     "iterate_batches",
@@ -42,29 +26,7 @@ __all__ = [
     "MODEL_KEYS",
 ]
 
-IGNORE_INDEX = -100
 MODEL_KEYS = ("input_ids", "attention_mask", "decoder_input_ids", "labels")
-
-
-def apply_delay_pattern(codes: torch.Tensor, pad_token_id: int,
-                        valid_frames: torch.Tensor | Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Delay codes (B, K, T) → (delayed (B, K, T+K-1), valid (B, K, T+K-1) bool).
-
-    ``delayed[b, k, s] = codes[b, k, s-k]`` where ``0 <= s-k < T`` and ``pad_token_id`` elsewhere;
-    ``valid`` is True where the position holds a real code (and, if ``valid_frames[b]`` is given,
-    ``s-k < valid_frames[b]``: frames that only encode padding audio are not valid)."""
-    if codes.ndim != 3:
-        raise ValueError(f"codes must be (B, K, T), got {tuple(codes.shape)}")
-    b, k, t = codes.shape
-    s = t + k - 1
-    delayed = codes.new_full((b, k, s), pad_token_id)
-    valid = torch.zeros((b, k, s), dtype=torch.bool, device=codes.device)
-    n = torch.full((b,), t, dtype=torch.long) if valid_frames is None else torch.as_tensor(valid_frames, dtype=torch.long)
-    frame_ok = torch.arange(t)[None, :] < n.clamp(max=t)[:, None]  # (B, T)
-    for cb in range(k):
-        delayed[:, cb, cb:cb + t] = codes[:, cb]
-        valid[:, cb, cb:cb + t] = frame_ok.to(codes.device)
-    return delayed, valid
 
 
 class MusicgenCollator:
@@ -102,25 +64,19 @@ class MusicgenCollator:
         if not rows:
             raise ValueError("empty batch")
         codes, frames = self._codes(rows)
-        b, k, _ = codes.shape
-        delayed, valid = apply_delay_pattern(codes, self.pad_token_id, frames)
-        target = delayed.masked_fill(~valid, self.pad_token_id)
-        dec_in = torch.full_like(target, self.pad_token_id)
-        dec_in[..., 0] = self.start_token_id
-        dec_in[..., 1:] = target[..., :-1]
-        labels = target.masked_fill(~valid, IGNORE_INDEX).transpose(1, 2).contiguous()
+        delayed = delay_pattern(codes, self.pad_token_id, frames, start_token_id=self.start_token_id)
         text = self.tokenizer([str(r.get("description") or "") for r in rows], padding="longest",
                               truncation=True, max_length=self.max_text_len, return_tensors="pt")
         return {
             "input_ids": text["input_ids"],
             "attention_mask": text["attention_mask"],
             "codes": codes,
-            "decoder_input_ids": dec_in.reshape(b * k, -1),
-            "labels": labels,
+            "decoder_input_ids": delayed.decoder_input_ids,
+            "labels": delayed.labels,
             "recording_ids": [str(r["recording_id"]) for r in rows],
             "seconds": [float(r["seconds"]) for r in rows],
             "segments": [int(r["segment"]) if r.get("segment") is not None else -1 for r in rows],
-            "tokens": valid.sum(dim=(1, 2)).tolist(),
+            "tokens": delayed.label_mask.sum(dim=(1, 2)).tolist(),
         }
 
 

@@ -29,9 +29,9 @@ from ..models.musicgen import (
     freeze_encoders,
     load_local_pretrained,
     merge_lora,
-    model_digest,
     save_model,
 )
+from ..models.digest import model_digest
 from ..rights.clearance import recheck
 from ..rights.ledger import Ledger
 from ..train.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed

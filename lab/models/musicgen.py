@@ -11,30 +11,26 @@ Two ways to get a model, both returning ``(MusicgenForConditionalGeneration, tok
 ``AutoTokenizer.from_pretrained`` and ``AutoProcessor.from_pretrained`` load (the checkpoint contract
 in DESIGN.md).
 
-Training helpers: :func:`encode_audio` / :func:`encode_batch` (waveform → EnCodec codes),
-:func:`delay_pattern` and :func:`training_loss` (teacher-forced MusicGen LM loss over the codebook
-delay pattern), :func:`freeze_encoders`, optional :func:`apply_lora` / :func:`merge_lora` (peft, decoder
-only), and :func:`model_digest` (content hash stable across save/load).
-
-Shapes used throughout (mono): B batch, K codebooks, T code frames, S = T + K - 1 decoder steps.
+Training helpers: :func:`freeze_encoders` and optional :func:`apply_lora` / :func:`merge_lora` (peft,
+decoder only). Encoding lives in ``lab.models.codec``, the delay pattern in ``lab.models.delay``, the
+content digest in ``lab.models.digest``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lab.models.codebooks import init_codebooks_from_audio
+from lab.models.codec import init_codebooks_from_audio
 from lab.models.tokenizer import EOS_ID, PAD_ID, train_text_tokenizer
-from lab.util.audio import resample
+from lab.util.audio import resample, to_mono
 
 __all__ = [
     "TinySpec",
@@ -44,13 +40,6 @@ __all__ = [
     "load_local_pretrained",
     "save_model",
     "freeze_encoders",
-    "resample",
-    "encode_audio",
-    "encode_batch",
-    "model_digest",
-    "DelayedCodes",
-    "delay_pattern",
-    "training_loss",
     "apply_lora",
     "merge_lora",
     "InvalidModelFolder",
@@ -221,16 +210,6 @@ def default_generation_config(
     return GenerationConfig(**kw)
 
 
-def _resample_list(waveforms: Sequence, sample_rate: int | None, target: int) -> list[torch.Tensor]:
-    out = []
-    for w in waveforms:
-        t = _mono(w)
-        if sample_rate is not None and sample_rate != target:
-            t = resample(t, sample_rate, target)
-        out.append(t)
-    return out
-
-
 def build_tiny(
     spec: TinySpec | None,
     texts: Sequence[str],
@@ -252,7 +231,7 @@ def build_tiny(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         model = MusicgenForConditionalGeneration(config)
-    clips = _resample_list(waveforms, sample_rate, spec.sampling_rate)
+    clips = [resample(to_mono(w), sample_rate or spec.sampling_rate, spec.sampling_rate) for w in waveforms]
     init_codebooks_from_audio(model.audio_encoder, clips, iters=spec.kmeans_iters, seed=int(seed))
     model.generation_config = default_generation_config(
         model, max_new_tokens=spec.max_new_tokens, guidance_scale=spec.guidance_scale, top_k=spec.top_k
@@ -369,7 +348,7 @@ def save_model(model, tokenizer, folder: str | Path, *, generation_config=None) 
 
 
 # --------------------------------------------------------------------------------------------------
-# Freezing, digest
+# Freezing
 # --------------------------------------------------------------------------------------------------
 
 
@@ -390,206 +369,6 @@ def freeze_encoders(model, text: bool = True, audio: bool = True) -> dict[str, i
     if audio:
         model.freeze_audio_encoder()
     return _count(model)
-
-
-def _config_for_digest(config) -> Any:
-    volatile = {"transformers_version", "architectures", "dtype", "torch_dtype", "_name_or_path", "_commit_hash"}
-
-    def clean(obj):
-        if isinstance(obj, dict):
-            return {str(k): clean(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0])) if str(k) not in volatile and not str(k).startswith("_")}
-        if isinstance(obj, (list, tuple)):
-            return [clean(v) for v in obj]
-        return obj
-
-    return clean(config.to_dict())
-
-
-def model_digest(model) -> str:
-    """sha256 over the model's config and every state-dict tensor (name, dtype, shape, bytes).
-
-    Stable across ``save_model`` / ``from_pretrained`` (volatile config fields such as
-    ``transformers_version``, ``architectures``, ``_name_or_path`` and ``dtype`` are left out; the
-    tensors' dtypes are hashed); changes when any weight or persistent buffer (e.g. a codebook) does.
-    """
-    h = hashlib.sha256()
-    cfg = json.dumps(_config_for_digest(model.config), sort_keys=True, separators=(",", ":"), default=str)
-    h.update(b"config\0" + cfg.encode() + b"\0")
-    state = model.state_dict()
-    for name in sorted(state):
-        t = state[name].detach().to("cpu").contiguous()
-        h.update(f"{name}\0{str(t.dtype).removeprefix('torch.')}\0{list(t.shape)}\0".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-# --------------------------------------------------------------------------------------------------
-# Audio → codes
-# --------------------------------------------------------------------------------------------------
-
-
-def _mono(w: np.ndarray | torch.Tensor) -> torch.Tensor:
-    t = w.detach() if isinstance(w, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(w))
-    t = t.to(torch.float32)
-    if t.ndim == 2 and t.shape[0] == 1:
-        t = t[0]
-    if t.ndim != 1:
-        raise ValueError(f"expected a mono waveform of shape (samples,), got {tuple(t.shape)}; downmix first")
-    return t.cpu()
-
-
-def _codec_and_bandwidth(codec, bandwidth: float | None):
-    expected_k = None
-    if hasattr(codec, "audio_encoder") and hasattr(codec, "decoder"):  # a MusicgenForConditionalGeneration
-        expected_k = codec.decoder.num_codebooks
-        codec = codec.audio_encoder
-    bw = codec.config.target_bandwidths[0] if bandwidth is None else bandwidth
-    n_q = codec.quantizer.get_num_quantizers_for_bandwidth(bw)
-    if expected_k is not None and n_q != expected_k:
-        raise ValueError(f"bandwidth {bw} gives {n_q} codebooks but the MusicGen decoder expects {expected_k}")
-    return codec, bw
-
-
-@torch.no_grad()
-def encode_batch(
-    codec,
-    waveforms: Sequence[np.ndarray | torch.Tensor],
-    sample_rate: int,
-    bandwidth: float | None = None,
-    batch_size: int = 8,
-) -> list[np.ndarray]:
-    """Encode mono clips to EnCodec codes: one int64 array (num_codebooks, frames) per clip, in order.
-
-    ``codec`` is an ``EncodecModel`` or a MusicGen model (its ``audio_encoder``; then the codebook count
-    is checked against the decoder). Clips are resampled to the codec rate, zero-padded to a whole
-    number of hops, and batched by similar length; ``frames = ceil(resampled_len / hop)``. Because the
-    codec is causal, a clip's codes do not depend on what it is batched with (up to float rounding).
-    ``bandwidth`` defaults to the codec's first target bandwidth (what MusicGen itself uses).
-    """
-    codec, bw = _codec_and_bandwidth(codec, bandwidth)
-    sr = int(codec.config.sampling_rate)
-    hop = int(np.prod(codec.config.upsampling_ratios))
-    param = next(codec.parameters())
-    clips = [_mono(w) for w in waveforms]
-    clips = [resample(c, sample_rate, sr) if sample_rate != sr else c for c in clips]
-    frames = [max(1, math.ceil(len(c) / hop)) for c in clips]
-    order = sorted(range(len(clips)), key=lambda i: frames[i])
-    out: list[np.ndarray | None] = [None] * len(clips)
-    was_training = codec.training
-    codec.eval()
-    try:
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            n = max(frames[i] for i in idx)
-            x = torch.zeros(len(idx), 1, n * hop, dtype=param.dtype)
-            for j, i in enumerate(idx):
-                x[j, 0, : len(clips[i])] = clips[i]
-            codes = codec.encode(x.to(param.device), bandwidth=bw).audio_codes  # (1, B, K, n)
-            for j, i in enumerate(idx):
-                out[i] = codes[0, j, :, : frames[i]].cpu().numpy().astype(np.int64)
-    finally:
-        codec.train(was_training)
-    return out  # type: ignore[return-value]
-
-
-def encode_audio(codec, waveform: np.ndarray | torch.Tensor, sample_rate: int, bandwidth: float | None = None) -> np.ndarray:
-    """Encode one mono clip (samples,) at ``sample_rate``: int64 codes (num_codebooks, frames)."""
-    return encode_batch(codec, [waveform], sample_rate, bandwidth=bandwidth, batch_size=1)[0]
-
-
-# --------------------------------------------------------------------------------------------------
-# Delay pattern and loss
-# --------------------------------------------------------------------------------------------------
-
-
-class DelayedCodes(NamedTuple):
-    """Teacher-forcing tensors for codes (B, K, T); S = T + K - 1.
-
-    decoder_input_ids: (B*K, S) — MusicGen decoder layout; step 0 is the BOS (= pad) token, codebook k
-        is delayed by k steps, delay/padding positions hold the pad token.
-    labels: (B, S, K) — the delayed codes, -100 where nothing is to be predicted (the delay triangle
-        and frames past each clip's length). ``labels[b, k + t, k] == codes[b, k, t]``.
-    label_mask: (B, S, K) bool, True where ``labels`` is a real code.
-    """
-
-    decoder_input_ids: torch.Tensor
-    labels: torch.Tensor
-    label_mask: torch.Tensor
-
-
-def delay_pattern(codes: torch.Tensor, pad_token_id: int, lengths: torch.Tensor | Sequence[int] | None = None) -> DelayedCodes:
-    """Apply MusicGen's codebook delay pattern (mono) to codes (B, K, T) for teacher forcing.
-
-    Same layout as ``MusicgenForCausalLM.build_delay_pattern_mask`` (used by ``generate``): with BOS
-    prepended, codebook k's frame t sits at step k + 1 + t; labels are that sequence without its BOS
-    column and inputs are it without its last column, so step s predicts codebook k's frame s - k
-    having seen codebooks j < k at that frame. ``lengths`` (B,) gives valid frames per clip when a batch
-    is right-padded (default: all T).
-    """
-    codes = torch.as_tensor(codes)
-    if codes.ndim != 3:
-        raise ValueError(f"codes must be (B, K, T), got {tuple(codes.shape)}")
-    codes = codes.long()
-    b, k, t = codes.shape
-    if t == 0:
-        raise ValueError("codes have no frames")
-    device = codes.device
-    if lengths is None:
-        lengths_t = torch.full((b,), t, dtype=torch.long, device=device)
-    else:
-        lengths_t = torch.as_tensor(lengths, dtype=torch.long, device=device).reshape(b)
-        if (lengths_t < 1).any() or (lengths_t > t).any():
-            raise ValueError(f"lengths must lie in [1, {t}]")
-    frame_ok = torch.arange(t, device=device)[None, :] < lengths_t[:, None]  # (B, T)
-    valid = codes[frame_ok[:, None, :].expand(b, k, t)]
-    if valid.numel() and (valid.min() < 0 or valid.max() >= pad_token_id):
-        raise ValueError(f"codes must lie in [0, {pad_token_id}) (pad/BOS = {pad_token_id})")
-
-    s = t + k - 1
-    steps = torch.arange(s, device=device)
-    frame = steps[None, :] - torch.arange(k, device=device)[:, None]  # (K, S): frame index at step
-    in_range = (frame >= 0) & (frame < t)
-    gathered = codes.gather(2, frame.clamp(0, t - 1)[None].expand(b, k, s))  # (B, K, S)
-    mask = in_range[None] & frame_ok.gather(1, frame.clamp(0, t - 1).reshape(1, -1).expand(b, -1)).reshape(b, k, s)
-    labels_bks = torch.where(mask, gathered, torch.full_like(gathered, -100))
-    inputs = torch.full((b, k, s), pad_token_id, dtype=torch.long, device=device)
-    inputs[:, :, 1:] = torch.where(mask[:, :, :-1], gathered[:, :, :-1], torch.full_like(gathered[:, :, :-1], pad_token_id))
-    return DelayedCodes(
-        decoder_input_ids=inputs.reshape(b * k, s),
-        labels=labels_bks.transpose(1, 2).contiguous(),
-        label_mask=mask.transpose(1, 2).contiguous(),
-    )
-
-
-def training_loss(
-    model,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    codes: torch.Tensor,
-    lengths: torch.Tensor | Sequence[int] | None = None,
-) -> torch.Tensor:
-    """Standard MusicGen LM loss: mean over codebooks of the cross-entropy of each codebook's codes.
-
-    ``input_ids``/``attention_mask``: tokenized text (B, L); ``codes``: (B, K, T) EnCodec codes.
-    Uses transformers' own loss (``labels=`` in ``MusicgenForConditionalGeneration.forward``): read in
-    transformers 5.23, it takes the last S logits, maps pad-token labels to -100, and averages
-    per-codebook ``CrossEntropyLoss`` (mean over that codebook's non-ignored labels) over K — the same
-    as audiocraft's MusicGen solver, so it is used as is. We pass explicit ``decoder_input_ids`` (equal to
-    its own ``shift_tokens_right(labels)``) and -100 labels on delay/padded steps.
-    """
-    dec = model.config.decoder
-    if dec.audio_channels != 1:
-        raise NotImplementedError("training_loss supports mono MusicGen only")
-    device = next(model.parameters()).device
-    delayed = delay_pattern(codes.to(device), dec.pad_token_id, lengths)
-    out = model(
-        input_ids=input_ids.to(device),
-        attention_mask=None if attention_mask is None else attention_mask.to(device),
-        decoder_input_ids=delayed.decoder_input_ids,
-        labels=delayed.labels,
-        use_cache=False,
-    )
-    return out.loss
 
 
 # --------------------------------------------------------------------------------------------------

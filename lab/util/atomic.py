@@ -84,6 +84,31 @@ def write_text(path: str | os.PathLike, text: str, *, mode: int | None = None) -
     return write_bytes(path, text.encode("utf-8"), mode=mode)
 
 
+def _fsync_tree(folder: Path) -> None:
+    for p in folder.rglob("*"):
+        if p.is_file():
+            _fsync_file(p)
+    fsync_dir(folder)
+
+
+def publish_new_dir(staging: str | os.PathLike, final: str | os.PathLike) -> bool:
+    """Move a fully written staging folder to `final` unless a non-empty `final` is already there.
+
+    For content-addressed folders that concurrent writers build alike (e.g. every DDP rank): the first
+    rename wins and the others return False (their staging folder is left for them to remove).
+    """
+    staging, final = Path(staging), Path(final)
+    _fsync_tree(staging)
+    try:
+        os.replace(staging, final)
+    except OSError:
+        if final.is_dir() and any(final.iterdir()):
+            return False
+        raise
+    fsync_dir(final.parent)
+    return True
+
+
 def publish_dir(staging: str | os.PathLike, final: str | os.PathLike) -> Path:
     """Move a fully written staging folder into place in one rename.
 
@@ -92,10 +117,7 @@ def publish_dir(staging: str | os.PathLike, final: str | os.PathLike) -> Path:
     backup beside it (`.<name>.old`), never a partial one.
     """
     staging, final = Path(staging), Path(final)
-    for p in staging.rglob("*"):
-        if p.is_file():
-            _fsync_file(p)
-    fsync_dir(staging)
+    _fsync_tree(staging)
     backup = final.with_name(f".{final.name}.old")
     if final.exists():
         if backup.exists():

@@ -1,4 +1,4 @@
-"""Audio helpers shared by the code cache and the model layer."""
+"""Audio helpers shared by the code cache and the model layer: mono conversion and resampling."""
 
 from __future__ import annotations
 
@@ -7,6 +7,23 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+
+
+def to_mono(waveform: np.ndarray | torch.Tensor, *, channel_axis: int | None = None) -> torch.Tensor:
+    """A float32 CPU tensor (samples,) from (samples,) or single-channel audio.
+
+    Multichannel audio is averaged over ``channel_axis``, which the caller must name: (channels, samples)
+    and soundfile's (samples, channels) look alike, so without it a multichannel input raises.
+    """
+    t = waveform.detach() if isinstance(waveform, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(waveform))
+    t = t.to("cpu", torch.float32)
+    if t.ndim == 2 and channel_axis is not None:
+        return t.select(channel_axis, 0) if t.shape[channel_axis] == 1 else t.mean(dim=channel_axis)
+    if t.ndim == 2 and t.shape[0] == 1:
+        t = t[0]
+    if t.ndim != 1:
+        raise ValueError(f"expected a mono waveform of shape (samples,), got {tuple(t.shape)}; downmix first")
+    return t
 
 
 @lru_cache(maxsize=16)

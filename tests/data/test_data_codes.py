@@ -14,11 +14,11 @@ from lab.data.codes import (
     AudioChangedError,
     build_code_cache,
     cache_key,
-    codec_digest,
     read_cache_json,
     resample,
     segment_audio,
 )
+from lab.models.digest import model_digest
 
 
 class CountingEncode:
@@ -59,7 +59,7 @@ def test_build_rows_shapes_and_cache_json(tmp_path, snap):
     assert arr.shape == (4, 4, 200) and arr.min() >= 0 and arr.max() < 64
     assert all(len(np.unique(arr[:, k])) > 3 for k in range(4)), "codes carry no information"
     folder = tmp_path / "cache" / cache_key(snap, codec, segment_seconds=1.0)
-    assert folder.name.startswith(f"{snap.snapshot_id}-{codec_digest(codec)[:16]}-1s-")
+    assert folder.name.startswith(f"{snap.snapshot_id}-{model_digest(codec)[:16]}-1s-")
     info = read_cache_json(folder)
     assert info["num_codebooks"] == 4 and info["frames_per_segment"] == 200 and info["sampling_rate"] == CODEC_SR
     assert info["recordings"]["rec-a"]["segments"] == 3 and info["rows"] == 4
@@ -85,13 +85,13 @@ def test_batching_does_not_change_codes(tmp_path, snap):
 
 def test_key_changes_with_codec_weights_segment_and_bandwidth(tmp_path, snap):
     codec = tiny_codec()
-    d0 = codec_digest(codec)
-    assert codec_digest(tiny_codec()) == d0  # same seed, same weights
+    d0 = model_digest(codec)
+    assert model_digest(tiny_codec()) == d0  # same seed, same weights
     counter = CountingEncode(codec)
     build_code_cache(snap, codec, tmp_path / "cache", segment_seconds=1.0)
     with torch.no_grad():
         codec.quantizer.layers[0].codebook.embed[0, 0] += 1.0
-    assert codec_digest(codec) != d0
+    assert model_digest(codec) != d0
     build_code_cache(snap, codec, tmp_path / "cache", segment_seconds=1.0)
     assert counter.calls == 2  # a new key: encoded again
     build_code_cache(snap, codec, tmp_path / "cache", segment_seconds=0.5)

@@ -1,4 +1,4 @@
-"""Delay pattern, collator against the installed MusicGen, sampler sharding and exact resume."""
+"""Collator against the installed MusicGen, sampler sharding and exact resume."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from data_helpers import fake_rows, tiny_tokenizer
 from lab.data.loader import (
     MusicgenCollator,
     ResumableSampler,
-    apply_delay_pattern,
     iterate_batches,
     make_loader,
     model_inputs,
@@ -19,32 +18,6 @@ from lab.data.loader import (
 
 P = 64  # pad/start token of a codebook_size-64 decoder
 M = -100
-
-
-def test_delay_pattern_hand_computed():
-    # K=4 codebooks, T=3 frames: value 10*k + t
-    codes = torch.tensor([[[0, 1, 2], [10, 11, 12], [20, 21, 22], [30, 31, 32]]])
-    delayed, valid = apply_delay_pattern(codes, P)
-    assert delayed.tolist() == [[
-        [0, 1, 2, P, P, P],
-        [P, 10, 11, 12, P, P],
-        [P, P, 20, 21, 22, P],
-        [P, P, P, 30, 31, 32],
-    ]]
-    assert valid.int().tolist() == [[
-        [1, 1, 1, 0, 0, 0],
-        [0, 1, 1, 1, 0, 0],
-        [0, 0, 1, 1, 1, 0],
-        [0, 0, 0, 1, 1, 1],
-    ]]
-    # only 2 of 3 frames carry audio: frame 2 is masked in every codebook
-    _, valid2 = apply_delay_pattern(codes, P, valid_frames=[2])
-    assert valid2.int().tolist() == [[
-        [1, 1, 0, 0, 0, 0],
-        [0, 1, 1, 0, 0, 0],
-        [0, 0, 1, 1, 0, 0],
-        [0, 0, 0, 1, 1, 0],
-    ]]
 
 
 def test_collator_labels_and_decoder_inputs_hand_computed():

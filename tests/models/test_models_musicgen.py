@@ -8,26 +8,24 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _musicgen_testutil import SR, synth_clip
+from _musicgen_testutil import SR, synth_clip, teacher_forced_loss
 
+from lab.models.codec import encode_batch
+from lab.models.delay import delay_pattern
+from lab.models.digest import model_digest
 from lab.models.musicgen import (
     InvalidModelFolder,
     MissingModelFiles,
     TinySpec,
     apply_lora,
     build_tiny,
-    delay_pattern,
-    encode_audio,
-    encode_batch,
     freeze_encoders,
     load_local_pretrained,
     merge_lora,
-    model_digest,
-    resample,
     save_model,
     tiny_config,
-    training_loss,
 )
+from lab.util.audio import resample
 
 K = 4
 PAD = 256
@@ -177,72 +175,7 @@ def test_freeze_counts(tiny):
     assert only_text["frozen"] == sum(p.numel() for p in model2.text_encoder.parameters())
 
 
-# ---------------------------------------------------------------- audio → codes
-
-
-def test_resample_is_band_limited_and_accurate():
-    sr_in, sr_out, f = 44_100, 16_000, 440.0
-    n = sr_in  # 1 s
-    x = np.sin(2 * np.pi * f * np.arange(n) / sr_in).astype(np.float32)
-    y = resample(x, sr_in, sr_out).numpy()
-    assert len(y) == math.ceil(n * sr_out / sr_in)
-    ref = np.sin(2 * np.pi * f * np.arange(len(y)) / sr_out)
-    core = slice(200, len(y) - 200)
-    assert np.abs(y[core] - ref[core]).max() < 1e-2
-    # a tone above the new Nyquist is removed, not aliased
-    hi = np.sin(2 * np.pi * 10_000 * np.arange(n) / sr_in).astype(np.float32)
-    assert np.abs(resample(hi, sr_in, sr_out).numpy()[core]).max() < 0.05
-    assert torch.equal(resample(x, 16_000, 16_000), torch.from_numpy(x))
-
-
-def test_encode_shapes_batching_and_resampling(_tiny, clips):
-    model, _ = _tiny
-    varied = [clips[0][:16_000], clips[1][:12_345], clips[2]]
-    batch = encode_batch(model, varied, SR, batch_size=8)
-    assert [c.shape for c in batch] == [(K, 50), (K, math.ceil(12_345 / 320)), (K, 100)]
-    assert all(c.dtype == np.int64 and c.min() >= 0 and c.max() < PAD for c in batch)
-    for clip, codes in zip(varied, batch):
-        single = encode_audio(model.audio_encoder, clip, SR)
-        assert (single == codes).mean() > 0.99  # same up to float rounding
-    # other sample rates are resampled to the codec rate first
-    at_32k = resample(clips[0], SR, 32_000).numpy()
-    codes32 = encode_audio(model, at_32k, 32_000)
-    assert codes32.shape == (K, 100)
-    # up- then down-sampling is near-transparent: most first-codebook codes agree with the original
-    assert (codes32[0] == encode_audio(model, clips[0], SR)[0]).mean() > 0.5
-    with pytest.raises(ValueError, match="mono"):
-        encode_audio(model, np.zeros((2, 1000), np.float32), SR)
-    with pytest.raises(ValueError):
-        encode_audio(model.audio_encoder, clips[0], SR, bandwidth=3.0)
-
-
-# ---------------------------------------------------------------- delay pattern / loss
-
-
-def test_delay_pattern_layout_matches_generate(_tiny):
-    model, _ = _tiny
-    g = torch.Generator().manual_seed(0)
-    b, t = 2, 7
-    codes = torch.randint(0, PAD, (b, K, t), generator=g)
-    d = delay_pattern(codes, PAD)
-    s = t + K - 1
-    assert d.decoder_input_ids.shape == (b * K, s) and d.labels.shape == (b, s, K)
-    for k in range(K):
-        assert torch.equal(d.labels[:, k : k + t, k], codes[:, k])
-        assert (d.labels[:, :k, k] == -100).all() and (d.labels[:, k + t :, k] == -100).all()
-    assert torch.equal(d.label_mask, d.labels != -100)
-    # transformers' generation-time pattern: BOS column + codes, delayed per codebook
-    with_bos = torch.cat([torch.full((b, K, 1), PAD), codes], dim=2).reshape(b * K, t + 1)
-    _, pattern = model.decoder.build_delay_pattern_mask(with_bos, PAD, max_length=t + K)
-    assert torch.equal(pattern[:, :-1], d.decoder_input_ids)
-    labels_bks = d.labels.transpose(1, 2).reshape(b * K, s)
-    assert torch.equal(pattern[:, 1:], labels_bks.masked_fill(labels_bks == -100, PAD))
-    # variable lengths: frames past a clip's end are ignored, not learned
-    d2 = delay_pattern(codes, PAD, lengths=[t, 3])
-    assert torch.equal(d2.labels[0], d.labels[0])
-    assert d2.label_mask[1].sum() == 3 * K
-    with pytest.raises(ValueError):
-        delay_pattern(torch.full((1, K, 3), PAD), PAD)
+# ---------------------------------------------------------------- loss
 
 
 def test_training_loss_matches_manual_cross_entropy(_tiny, clips, texts):
@@ -251,7 +184,7 @@ def test_training_loss_matches_manual_cross_entropy(_tiny, clips, texts):
     enc = tok(texts[:2], padding=True, return_tensors="pt")
     lengths = torch.tensor([100, 60])
     with torch.no_grad():
-        loss = training_loss(model, enc.input_ids, enc.attention_mask, codes, lengths)
+        loss = teacher_forced_loss(model, enc.input_ids, enc.attention_mask, codes, lengths)
         d = delay_pattern(codes, PAD, lengths)
         logits = model(
             input_ids=enc.input_ids, attention_mask=enc.attention_mask, decoder_input_ids=d.decoder_input_ids
@@ -273,7 +206,7 @@ def test_loss_decreases_when_overfitting_two_clips(tiny, clips, texts):
     torch.manual_seed(0)
     losses = []
     for _ in range(20):
-        loss = training_loss(model, enc.input_ids, enc.attention_mask, codes)
+        loss = teacher_forced_loss(model, enc.input_ids, enc.attention_mask, codes)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -294,13 +227,13 @@ def test_lora_trains_adapters_and_merges_to_stock_checkpoint(tiny, clips, texts,
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model.train()
     for _ in range(3):
-        loss = training_loss(model, enc.input_ids, enc.attention_mask, codes)
+        loss = teacher_forced_loss(model, enc.input_ids, enc.attention_mask, codes)
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
     with torch.no_grad():
-        before = training_loss(model, enc.input_ids, enc.attention_mask, codes)
+        before = teacher_forced_loss(model, enc.input_ids, enc.attention_mask, codes)
     with pytest.raises(ValueError, match="merge_lora"):
         save_model(model, tok, tmp_path / "unmerged")
     merge_lora(model)
@@ -308,7 +241,7 @@ def test_lora_trains_adapters_and_merges_to_stock_checkpoint(tiny, clips, texts,
     save_model(model, tok, tmp_path / "merged")
     loaded, _ = load_local_pretrained(tmp_path / "merged")
     with torch.no_grad():
-        after = training_loss(loaded, enc.input_ids, enc.attention_mask, codes)
+        after = teacher_forced_loss(loaded, enc.input_ids, enc.attention_mask, codes)
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
     changed = [n for n, p in loaded.decoder.named_parameters() if not torch.equal(p, base_decoder[n])]
     assert changed and all(any(s in n for s in ("q_proj", "k_proj", "v_proj", "out_proj")) for n in changed)

@@ -1,25 +1,23 @@
-"""Codebook initialisation for a from-config (randomly initialised) EnCodec.
+"""EnCodec for MusicGen: the one audio → codes path, and codebook initialisation for a from-config codec.
+
+:func:`encode_batch` is what the code cache (``lab.data.codes``) and the tests encode with: clips are
+zero-padded to a whole number of hops (no reflect padding leaks into a clip's last frame) and batched
+by similar length; the codec is causal, so a clip's codes do not depend on its batch-mates.
 
 transformers' ``EncodecModel`` initialises every RVQ codebook to zeros (``_init_weights`` zeroes
 ``embed``, ``embed_avg`` and ``cluster_size`` and sets ``inited``), so a from-config codec maps every
 frame of every clip to code 0 in every codebook — a MusicGen trained on that learns nothing.
-
 :func:`init_codebooks_from_audio` fixes this the way audiocraft's ``kmeans_init`` does on the first
 batch: run the (random but fixed) encoder on real audio — after rescaling its last layer so the
 frames are standardised (:func:`standardize_encoder_output`) — then for quantizer layer 0 run k-means on
 the encoder frames, set the codebook to the centroids, subtract the quantised part and move on to
-layer 1 with the residual, and so on. Codes then carry information about the audio (many distinct
-codes, residual error falling layer by layer).
+layer 1 with the residual, and so on.
 
-HF stores each layer's codebook at ``codec.quantizer.layers[i].codebook`` as persistent buffers:
-``embed`` (codebook_size, codebook_dim) — the only one used for encode/decode; ``embed_avg`` and
-``cluster_size`` (EMA statistics from training, kept consistent here: ``embed_avg = embed * count``,
-``cluster_size = count``); ``inited`` (1.0). Being persistent buffers they go into
-``model.safetensors`` and are restored by a stock ``from_pretrained``.
-
-Note that the EnCodec *decoder* of a from-config codec is untrained, so decoded audio does not
-resemble the input whatever the codebooks; the meaningful check is in embedding space
-(see :func:`quantization_error`).
+HF stores each layer's codebook at ``codec.quantizer.layers[i].codebook`` as persistent buffers
+(``embed``, the only one used for encode/decode; ``embed_avg`` and ``cluster_size``, EMA statistics
+kept consistent here; ``inited``), so they go into ``model.safetensors`` and a stock
+``from_pretrained`` restores them. The EnCodec *decoder* of a from-config codec stays untrained, so
+the meaningful check is in embedding space (:func:`quantization_error`).
 """
 
 from __future__ import annotations
@@ -30,50 +28,109 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from lab.util.audio import resample, to_mono
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "hop_length",
+    "resolve_bandwidth",
+    "encode_batch",
+    "encoder_frames",
     "init_codebooks_from_audio",
     "standardize_encoder_output",
     "kmeans",
     "quantization_error",
-    "encoder_frames",
 ]
 
+Clip = np.ndarray | torch.Tensor
 
-def _as_mono_tensor(w: np.ndarray | torch.Tensor) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(w) if not isinstance(w, torch.Tensor) else w).detach().to(torch.float32)
-    if t.ndim == 2 and t.shape[0] == 1:
-        t = t[0]
-    if t.ndim != 1:
-        raise ValueError(f"expected a mono waveform of shape (samples,), got {tuple(t.shape)}")
-    return t.cpu()
+
+def hop_length(codec) -> int:
+    """Samples per code frame (the product of the codec's up-sampling ratios)."""
+    return int(np.prod(codec.config.upsampling_ratios))
+
+
+def resolve_bandwidth(codec, bandwidth: float | None = None) -> float:
+    """``bandwidth`` (kbps) if the codec supports it; ``None`` → its first, what MusicGen uses.
+
+    A ``MusicgenForConditionalGeneration`` may be passed for its ``audio_encoder``; then the codebook count
+    at that bandwidth must be the decoder's.
+    """
+    codec, expected_k = _unwrap(codec)
+    bws = [float(b) for b in codec.config.target_bandwidths]
+    bw = bws[0] if bandwidth is None else float(bandwidth)
+    if bw not in bws:
+        raise ValueError(f"codec does not support bandwidth {bw:g} kbps; choose one of {bws}")
+    n_q = codec.quantizer.get_num_quantizers_for_bandwidth(bw)
+    if expected_k is not None and n_q != expected_k:
+        raise ValueError(f"bandwidth {bw:g} gives {n_q} codebooks but the MusicGen decoder expects {expected_k}")
+    return bw
+
+
+def _unwrap(codec):
+    if hasattr(codec, "audio_encoder") and hasattr(codec, "decoder"):  # a MusicgenForConditionalGeneration
+        return codec.audio_encoder, codec.decoder.num_codebooks
+    return codec, None
+
+
+def _padded(clips: Sequence[torch.Tensor], hop: int, dtype: torch.dtype) -> tuple[torch.Tensor, list[int]]:
+    """Clips zero-padded to the longest one's whole number of hops: (B, 1, n*hop), frames per clip."""
+    frames = [max(1, -(-len(c) // hop)) for c in clips]
+    x = torch.zeros(len(clips), 1, max(frames) * hop, dtype=dtype)
+    for j, c in enumerate(clips):
+        x[j, 0, : len(c)] = c
+    return x, frames
 
 
 @torch.no_grad()
-def encoder_frames(codec, waveforms: Sequence[np.ndarray | torch.Tensor], batch_size: int = 8) -> torch.Tensor:
+def encode_batch(codec, waveforms: Sequence[Clip], sample_rate: int, bandwidth: float | None = None,
+                 batch_size: int = 8) -> list[np.ndarray]:
+    """Encode mono clips to EnCodec codes: one int64 array (num_codebooks, frames) per clip, in order.
+
+    ``codec`` is an ``EncodecModel`` or a MusicGen model (see :func:`resolve_bandwidth`). Clips are
+    resampled to the codec rate; ``frames = ceil(resampled_len / hop)``.
+    """
+    bw = resolve_bandwidth(codec, bandwidth)
+    codec, _ = _unwrap(codec)
+    sr, hop = int(codec.config.sampling_rate), hop_length(codec)
+    param = next(codec.parameters())
+    clips = [resample(to_mono(w), sample_rate, sr) for w in waveforms]
+    order = sorted(range(len(clips)), key=lambda i: -(-len(clips[i]) // hop))  # by frames, stable
+    out: list[np.ndarray | None] = [None] * len(clips)
+    was_training = codec.training
+    codec.eval()
+    try:
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            x, frames = _padded([clips[i] for i in idx], hop, param.dtype)
+            codes = codec.encode(x.to(param.device), bandwidth=bw).audio_codes  # (chunks, B, K, n)
+            if codes.shape[0] != 1:
+                raise ValueError(f"codec produced {codes.shape[0]} chunks per clip; set chunk_length_s=None "
+                                 "(as MusicGen does)")
+            for j, i in enumerate(idx):
+                out[i] = codes[0, j, :, : frames[j]].cpu().numpy().astype(np.int64)
+    finally:
+        codec.train(was_training)
+    return out  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def encoder_frames(codec, waveforms: Sequence[Clip], batch_size: int = 8) -> torch.Tensor:
     """Run ``codec.encoder`` on mono waveforms (already at the codec's sampling rate).
 
-    Returns the valid frames of all clips stacked, shape (N, codebook_dim). Each clip is zero-padded
-    to a multiple of the hop length (so no reflect padding leaks into its last frame) and only its own
-    ``ceil(len / hop)`` frames are kept.
+    Returns the valid frames of all clips stacked, shape (N, codebook_dim); clips are padded as in
+    :func:`encode_batch` and only each clip's own ``ceil(len / hop)`` frames are kept.
     """
-    hop = int(np.prod(codec.config.upsampling_ratios))
-    device = next(codec.parameters()).device
-    dtype = next(codec.parameters()).dtype
-    clips = [_as_mono_tensor(w) for w in waveforms]
+    param = next(codec.parameters())
+    clips = [to_mono(w) for w in waveforms]
     if not clips:
         raise ValueError("need at least one waveform")
     out = []
     for i in range(0, len(clips), batch_size):
-        chunk = clips[i : i + batch_size]
-        frames_per = [max(1, -(-len(c) // hop)) for c in chunk]
-        length = max(frames_per) * hop
-        x = torch.zeros(len(chunk), 1, length, dtype=dtype)
-        for j, c in enumerate(chunk):
-            x[j, 0, : len(c)] = c
-        emb = codec.encoder(x.to(device))  # (B, D, T)
-        for j, n in enumerate(frames_per):
+        x, frames = _padded(clips[i : i + batch_size], hop_length(codec), param.dtype)
+        emb = codec.encoder(x.to(param.device))  # (B, D, T)
+        for j, n in enumerate(frames):
             out.append(emb[j, :, :n].transpose(0, 1).float().cpu())
     return torch.cat(out, dim=0)
 
@@ -221,7 +278,7 @@ def init_codebooks_from_audio(
 
 
 @torch.no_grad()
-def quantization_error(codec, waveforms: Sequence[np.ndarray | torch.Tensor], num_quantizers: int | None = None) -> float:
+def quantization_error(codec, waveforms: Sequence[Clip], num_quantizers: int | None = None) -> float:
     """Unexplained variance of the RVQ: ||e - q(e)||^2 / ||e - mean(e)||^2 over the encoder frames.
 
     Normalised by the *centred* energy because a random encoder's frames carry a large constant

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
-from _musicgen_testutil import synth_clip
+from _musicgen_testutil import SR, synth_clip
 
-from lab.models.codebooks import encoder_frames, init_codebooks_from_audio, kmeans, quantization_error
-from lab.models.musicgen import TinySpec, encode_batch, tiny_config
+from lab.models.codec import encode_batch, encoder_frames, init_codebooks_from_audio, kmeans, quantization_error
+from lab.models.musicgen import TinySpec, tiny_config
+from lab.util.audio import resample
 
 
 def _random_codec(seed: int = 0):
@@ -89,3 +92,24 @@ def test_rejects_stereo():
     codec = _random_codec()
     with pytest.raises(ValueError, match="mono"):
         init_codebooks_from_audio(codec, [np.zeros((2, 1600), np.float32)])
+
+
+def test_encode_shapes_batching_and_resampling(_tiny, clips):
+    model, _ = _tiny
+    varied = [clips[0][:16_000], clips[1][:12_345], clips[2]]
+    batch = encode_batch(model, varied, SR, batch_size=8)
+    assert [c.shape for c in batch] == [(4, 50), (4, math.ceil(12_345 / 320)), (4, 100)]
+    assert all(c.dtype == np.int64 and c.min() >= 0 and c.max() < 256 for c in batch)
+    for clip, codes in zip(varied, batch):
+        single = encode_batch(model.audio_encoder, [clip], SR)[0]
+        assert (single == codes).mean() > 0.99  # same up to float rounding
+    # other sample rates are resampled to the codec rate first
+    at_32k = resample(clips[0], SR, 32_000).numpy()
+    codes32 = encode_batch(model, [at_32k], 32_000)[0]
+    assert codes32.shape == (4, 100)
+    # up- then down-sampling is near-transparent: most first-codebook codes agree with the original
+    assert (codes32[0] == encode_batch(model, [clips[0]], SR)[0][0]).mean() > 0.5
+    with pytest.raises(ValueError, match="mono"):
+        encode_batch(model, [np.zeros((2, 1000), np.float32)], SR)
+    with pytest.raises(ValueError):
+        encode_batch(model.audio_encoder, [clips[0]], SR, bandwidth=3.0)
