@@ -2,27 +2,38 @@
 
 from __future__ import annotations
 
-from datetime import timezone, datetime
+from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Optional
 
 import typer
 
+from ..resources import CONFIG_PACKAGE
 from . import app
-from .hydra_apps import CONFIG_DIR, print_clear_summary
+from .hydra_apps import print_clear_summary
 from .output import emit_json
 
+DEMO_CONSENT = ("Every recording was made for this demo and carries a consent record in the ledger built "
+                "alongside it; some records are deliberately opted out, revoked, expired, regional, "
+                "non-commercial or missing, so that clearance has something to refuse.")
 
-def compose(config_name: str, overrides: list[str]):
-    from hydra import compose as hcompose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return hcompose(config_name=config_name, overrides=overrides)
+def compose(config_name: str, overrides: list[str], config_dirs: Sequence[str | Path] = ()):
+    """The config `lab clear` / `lab train` would run with (same search path: user folders first)."""
+    from hydra import compose as hcompose
+    from hydra import initialize_config_module
+
+    from ..resources.searchpath import user_config_dirs
+
+    with user_config_dirs(config_dirs), initialize_config_module(config_module=CONFIG_PACKAGE, version_base="1.3"):
+        return hcompose(config_name=config_name, overrides=list(overrides))
 
 
 def build_demo(home: Path, ledger_url: str, *, fresh: bool = False) -> dict:
     """Render the demo catalogue, ingest it, and put its consent records in the ledger (once)."""
-    from ..catalog.demo import CATALOG, write_demo_source
     from ..catalog.card import write_dataset_card
+    from ..catalog.demo import CATALOG, write_demo_source
     from ..catalog.ingest import ingest
     from ..catalog.store import save_catalog
     from ..rights.ledger import Ledger
@@ -38,7 +49,7 @@ def build_demo(home: Path, ledger_url: str, *, fresh: bool = False) -> dict:
         imported = 0 if already else len(ledger.import_jsonl(src.ledger))
     cat = ingest(source, CATALOG, metadata=src_meta)
     save_catalog(cat, home)
-    card = write_dataset_card(cat, CONFIG_DIR.parent / "data_cards" / "datasets" / f"{CATALOG}.md")
+    card = write_dataset_card(cat, home, consent=DEMO_CONSENT)
     return {"catalog": CATALOG, "source": str(source), "items": len(cat.items),
             "ledger_events_imported": imported, "dataset_card": str(card)}
 
@@ -49,12 +60,15 @@ def demo_cmd(
     train: bool = typer.Option(True, help="fine-tune the tiny model after clearance"),
     fresh: bool = typer.Option(False, help="re-render the demo audio"),
     as_json: bool = typer.Option(False, "--json"),
+    config_dir: Optional[list[Path]] = typer.Option(None, "--config-dir", "-cd",
+                                                    help="your config folder, searched before the shipped one"),
     overrides: list[str] = typer.Argument(None, help="extra Hydra overrides for the train step"),
 ) -> None:
     """Build the demo catalogue and ledger, clear it, and (next) fine-tune on the snapshot."""
     from ..jobs.clear import main as clear_main
 
-    cfg = compose("clear", [f"policy={policy}"])
+    dirs = config_dir or []
+    cfg = compose("clear", [f"policy={policy}"], dirs)
     built = build_demo(Path(cfg.paths.home), cfg.ledger_url, fresh=fresh)
     result = clear_main(cfg)
     summary = result.summary()
@@ -63,11 +77,11 @@ def demo_cmd(
         typer.echo(f"demo catalogue: {built['items']} recordings in {built['source']}; "
                    f"dataset card: {built['dataset_card']}")
         print_clear_summary(summary)
-    if train and (CONFIG_DIR / "train.yaml").is_file():
+    if train:
         from ..jobs.train import main as train_main
 
         tcfg = compose("train", ["experiment=demo", f"policy={policy}",
-                                 f"data.snapshot={summary['path']}", *(overrides or [])])
+                                 f"data.snapshot={summary['path']}", *(overrides or [])], dirs)
         out["training"] = train_main(tcfg)
     if as_json:
         emit_json(out)

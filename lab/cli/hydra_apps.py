@@ -1,33 +1,56 @@
 """`lab clear` and `lab train`: Hydra apps. Everything after the command name is a Hydra
 override (`policy=commercial`, `-m trainer.lr=1e-4,3e-4`, `--cfg job`), so sweeps and
-launchers behave exactly as in any Hydra project."""
+launchers behave exactly as in any Hydra project. Configs come from the package
+(pkg://lab.resources.configs); `--config-dir DIR` (any number) and env LAB_CONFIG_DIR put a user's
+folders in front of it (lab.resources.searchpath)."""
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import typer
 
+from ..resources import CONFIG_SOURCE, ConfigDirNotFoundError, config_search_path
 from . import app
 from .output import emit_json, table
 
-CONFIG_DIR = Path(os.environ.get("LAB_CONFIG_DIR") or Path(__file__).resolve().parents[2] / "configs")
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+_CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
 
 
-def run_hydra(config_name: str, task: Callable, overrides: list[str]) -> None:
+def split_config_dirs(args: list[str]) -> tuple[list[str], list[str]]:
+    """`--config-dir DIR` / `-cd DIR` / `--config-dir=DIR` (any number) out of Hydra's arguments."""
+    dirs, rest, it = [], [], iter(args)
+    for a in it:
+        if a in _CONFIG_DIR_FLAGS:
+            value = next(it, None)
+            if value is None:
+                raise typer.BadParameter(f"{a} needs a folder")
+            dirs.append(value)
+        elif a.startswith("--config-dir="):
+            dirs.append(a.split("=", 1)[1])
+        else:
+            rest.append(a)
+    return dirs, rest
+
+
+def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
     import hydra
 
-    if not (CONFIG_DIR / f"{config_name}.yaml").is_file():
-        raise typer.BadParameter(f"no {config_name}.yaml under {CONFIG_DIR} (set LAB_CONFIG_DIR)")
-    overrides = _pin_run_under_torchrun(overrides)
-    argv = sys.argv
-    sys.argv = [f"lab {config_name}", *overrides]
+    from ..resources.searchpath import user_config_dirs
+
+    config_dirs, overrides = split_config_dirs(args)
     try:
-        hydra.main(config_path=str(CONFIG_DIR), config_name=config_name, version_base="1.3")(task)()
+        config_search_path(config_dirs)
+    except ConfigDirNotFoundError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    argv = sys.argv
+    sys.argv = [f"lab {config_name}", *_pin_run_under_torchrun(overrides)]
+    try:
+        with user_config_dirs(config_dirs):
+            hydra.main(config_path=CONFIG_SOURCE, config_name=config_name, version_base="1.3")(task)()
     finally:
         sys.argv = argv
 
@@ -36,7 +59,8 @@ def _pin_run_under_torchrun(overrides: list[str]) -> list[str]:
     """Every torchrun rank composes the config itself, and `${now:}` can tick between them;
     name the run after torchrun's rendezvous id (shared by all ranks) unless the user named it."""
     run_id = os.environ.get("TORCHELASTIC_RUN_ID")
-    if not run_id or run_id == "none" or any(o.split("=", 1)[0].lstrip("+") in ("run_name", "run_dir") for o in overrides):
+    named = any(o.split("=", 1)[0].lstrip("+") in ("run_name", "run_dir") for o in overrides)
+    if not run_id or run_id == "none" or named:
         return overrides
     return [*overrides, f"run_name=torchrun-{run_id}"]
 
