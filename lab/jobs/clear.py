@@ -14,17 +14,17 @@ import orjson
 from omegaconf import DictConfig, OmegaConf
 
 from ..catalog.store import load_catalog_table, manifest_path
-from ..data.snapshot import TERMS_FIELDS, GrantTerms, write_snapshot_stream
 from ..rights.clearance import CLEARANCE_COLUMNS, clear, effective_grants
 from ..rights.ledger import Ledger
 from ..rights.policy import Policy
+from ..snapshot import TERMS_FIELDS, GrantTerms, write_snapshot
 from ..util.canonical import sha256_file
 
 
 @dataclass
 class ClearResult:
-    snapshot_path: Path
-    doc: dict[str, Any]  # the snapshot's top-level fields but its entries (excluded, grants, items)
+    snapshot_path: Path  # the snapshot folder, <snapshots>/<snapshot_id>/
+    doc: dict[str, Any]  # the snapshot's header (snapshot.json)
 
     def summary(self) -> dict[str, Any]:
         d = self.doc
@@ -52,10 +52,9 @@ def run_clearance(*, catalog: str, ledger: Ledger, policy: Policy, snapshots_dir
 
     The ledger is read up to its head as of the start (the head the snapshot records: an event
     appended meanwhile is in neither), only the columns clearance needs, while the catalogue
-    loads on another thread. The snapshot is streamed to disk, never held whole; the terms of the
-    grants that may clear something are read from the ledger on another thread from the moment
-    the effective grants are known. `progress(stage, seconds)` is called as each stage ends.
-    Returns the snapshot's path and its summary (every top-level field but the entries).
+    loads on another thread. The terms of the grants that may clear something are read from the
+    ledger on another thread from the moment the effective grants are known. `progress(stage,
+    seconds)` is called as each stage ends. Returns the snapshot folder and its header.
     """
     clock = [time.perf_counter()]
 
@@ -84,9 +83,8 @@ def run_clearance(*, catalog: str, ledger: Ledger, policy: Policy, snapshots_dir
     except BaseException:
         terms.close()
         raise
-    path, doc = write_snapshot_stream(snapshots_dir, table, decision, catalog_info=info, ledger_head=head,
-                                      terms=terms, progress=done)
-    done("commit")
+    path, doc = write_snapshot(snapshots_dir, table, decision, catalog_info=info, ledger_head=head,
+                               terms=terms, progress=done)
     return ClearResult(path, doc)
 
 

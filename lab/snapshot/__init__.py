@@ -1,0 +1,7 @@
+"""Snapshots: what clearance decided, columnar and content-addressed (format · write · read)."""
+
+from .format import SCHEMA, SnapshotError
+from .read import Snapshot, load_snapshot
+from .write import TERMS_FIELDS, GrantTerms, write_snapshot
+
+__all__ = ["SCHEMA", "TERMS_FIELDS", "GrantTerms", "Snapshot", "SnapshotError", "load_snapshot", "write_snapshot"]

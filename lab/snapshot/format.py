@@ -1,0 +1,185 @@
+"""The snapshot format `lab.snapshot/2`: files, column schemas, leaf digests, Merkle root, id.
+
+A snapshot is a folder `<snapshots>/<snapshot_id>/` holding a small header (`snapshot.json`)
+and three Parquet files (`items`, `excluded`, `grants`). What makes it content-addressed:
+
+* a grant's *ref* is `<grant_id>@<seq>#<sha256 of the canonical JSON of its grants.parquet row>`:
+  the exact version (ledger seq) and terms (parties, shares, licence ...) that cleared something;
+* an entry's *leaf* is `sha256(0x00 || canonical_json(row without "digest" + {"cleared": bool}))`,
+  and for a cleared item also `"grants"`: the refs of its `grant_ids`, in that order;
+* the Merkle root is `lab.util.merkle` over every leaf (items and excluded, sorted);
+* the id is `snap-` + sha256(`<root>:<policy digest>:<ledger head hash>`)[:16].
+
+Rows mean what `pyarrow.Table.to_pylist()` gives (timestamps as UTC datetimes); `docs/snapshot-format.md`
+spells every column out. The functions below compute the same bytes column-wise (see `jsoncols`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..util.merkle import merkle_root_packed
+from . import jsoncols as jc
+
+SCHEMA = "lab.snapshot/2"
+HEADER = "snapshot.json"
+ITEMS = "items.parquet"
+EXCLUDED = "excluded.parquet"
+GRANTS = "grants.parquet"
+FILES = (ITEMS, EXCLUDED, GRANTS)
+CHUNK = 1 << 16  # rows per column-wise step: bounds the JSON text alive at once
+
+_S, _L = pa.string(), pa.list_(pa.string())
+ITEM_FIELDS = ("recording_id", "isrc", "title", "artists", "description", "audio_path", "audio_sha256",
+               "duration_s", "sample_rate", "channels")  # copied from the catalogue row
+ITEMS_SCHEMA = pa.schema([
+    pa.field("recording_id", _S, False), ("isrc", _S), pa.field("title", _S, False), ("artists", _L),
+    pa.field("description", _S, False), pa.field("audio_path", _S, False), pa.field("audio_sha256", _S, False),
+    pa.field("duration_s", pa.float64(), False), pa.field("sample_rate", pa.int64(), False),
+    pa.field("channels", pa.int64(), False), pa.field("grant_ids", _L, False), pa.field("digest", _S, False),
+])
+EXCLUDED_SCHEMA = pa.schema([
+    pa.field("recording_id", _S, False), ("audio_sha256", _S), pa.field("reason", _S, False),
+    pa.field("detail", _S, False), pa.field("grant_ids", _L, False), pa.field("digest", _S, False),
+])
+PARTY = pa.struct([pa.field("name", _S, False), pa.field("role", _S, False), pa.field("right", _S, False),
+                   pa.field("share", pa.float64(), False), ("party_id", _S)])
+GRANTS_SCHEMA = pa.schema([
+    pa.field("grant_id", _S, False), pa.field("version", pa.int64(), False), pa.field("seq", pa.int64(), False),
+    pa.field("licence", _S, False), pa.field("parties", pa.list_(pa.field("item", PARTY, False)), False),
+    pa.field("purposes", _L, False), pa.field("territories", _L, False),
+    ("valid_until", pa.timestamp("us", tz="UTC")), pa.field("on_termination", _S, False),
+    pa.field("attribution", _S, False), pa.field("compensation", _S, False),
+])
+SCHEMAS = {ITEMS: ITEMS_SCHEMA, EXCLUDED: EXCLUDED_SCHEMA, GRANTS: GRANTS_SCHEMA}
+
+
+class SnapshotError(RuntimeError):
+    """A snapshot that cannot be written or trusted; the message names the file or recording."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FileEntry(_Model):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    rows: int = Field(ge=0)
+
+
+class LedgerHead(_Model):
+    head_seq: int = Field(ge=0)
+    head_hash: str
+
+
+class Counts(_Model):
+    items: int = Field(ge=0)
+    cleared: int = Field(ge=0)
+    excluded: dict[str, int]
+
+
+class Header(_Model):
+    """`snapshot.json`: everything but the rows, readable by eye."""
+
+    schema_: Literal["lab.snapshot/2"] = Field(alias="schema")
+    snapshot_id: str = Field(pattern=r"^snap-[0-9a-f]{16}$")
+    merkle_root: str = Field(pattern=r"^[0-9a-f]{64}$")
+    created_at: datetime
+    cleared_at: datetime
+    catalog: dict[str, Any]
+    policy: dict[str, Any]
+    ledger: LedgerHead
+    counts: Counts
+    files: dict[str, FileEntry]
+
+
+def snapshot_id(root: str, policy_digest: str, ledger_head_hash: str) -> str:
+    return "snap-" + hashlib.sha256(f"{root}:{policy_digest}:{ledger_head_hash}".encode()).hexdigest()[:16]
+
+
+def root_of(*packed_leaves: bytes) -> str:
+    """Merkle root over the leaves of every entry file (32-byte digests laid end to end)."""
+    return merkle_root_packed(b"".join(packed_leaves))
+
+
+def _chunks(n: int):
+    return ((a, min(a + CHUNK, n)) for a in range(0, n, CHUNK))
+
+
+def _leaves(table: pa.Table, text) -> bytes:
+    """Leaf digests of `table`'s rows, `text(chunk, first row)` giving each row's canonical JSON."""
+    out = bytearray()
+    for a, b in _chunks(table.num_rows):
+        out += jc.sha256_each(jc.concat(["\x00", text(table.slice(a, b - a), a)]))
+    return bytes(out)
+
+
+def _party_text(parties: pa.ChunkedArray | pa.Array) -> pa.Array:
+    values, off, nulls = jc.list_offsets(parties)
+    element = jc.json_object({"name": jc.json_str(values.field("name")),
+                              "party_id": jc.json_str(values.field("party_id")), "right": jc.json_str(values.field("right")), "role": jc.json_str(values.field("role")),
+                              "share": jc.json_each_distinct(values.field("share"))})
+    return jc.json_list(element, off, nulls)
+
+
+def grant_refs(grants: pa.Table) -> pa.Array:
+    """`<grant_id>@<seq>#<sha256 of the canonical JSON of the row>` per grants.parquet row."""
+    if not grants.num_rows:
+        return pa.array([], pa.string())
+
+    def text(t: pa.Table) -> pa.Array:
+        return jc.json_object({
+            "attribution": jc.json_str(t["attribution"]), "compensation": jc.json_str(t["compensation"]),
+            "grant_id": jc.json_str(t["grant_id"]), "licence": jc.json_str(t["licence"]),
+            "on_termination": jc.json_str(t["on_termination"]), "parties": _party_text(t["parties"]),
+            "purposes": jc.json_str_list(t["purposes"]), "seq": jc.json_int(t["seq"]),
+            "territories": jc.json_str_list(t["territories"]), "valid_until": jc.json_each_distinct(t["valid_until"]),
+            "version": jc.json_int(t["version"])})
+
+    digests = bytearray()
+    for a, b in _chunks(grants.num_rows):
+        digests += jc.sha256_each(text(grants.slice(a, b - a)))
+    return pc.binary_join_element_wise(jc.plain(grants["grant_id"]), "@", pc.cast(jc.plain(grants["seq"]), _S),
+                                       "#", jc.hex_column(bytes(digests)), "")
+
+
+def item_leaves(items: pa.Table, refs: pa.Array) -> bytes:
+    """Leaf digests of items.parquet rows; `refs[k]` is the ref of the k-th grant id of
+    `items["grant_ids"]` flattened (row by row, in list order)."""
+    if not items.num_rows:
+        return b""
+    refs = jc.plain(refs)
+    g_off = jc.list_offsets(items["grant_ids"])[1]
+
+    def text(t: pa.Table, first: int) -> pa.Array:
+        gids, off, _ = jc.list_offsets(t["grant_ids"])
+        mine = refs.slice(int(g_off[first]), int(off[-1]))
+        return jc.json_object({
+            "artists": jc.json_str_list(t["artists"]), "audio_path": jc.json_str(t["audio_path"]),
+            "audio_sha256": jc.json_str(t["audio_sha256"]), "channels": jc.json_int(t["channels"]),
+            "cleared": "true", "description": jc.json_str(t["description"]),
+            "duration_s": jc.json_each_distinct(t["duration_s"]), "grant_ids": jc.json_list(jc.json_str(gids), off),
+            "grants": jc.json_list(jc.json_str(mine), off), "isrc": jc.json_str(t["isrc"]),
+            "recording_id": jc.json_str(t["recording_id"]), "sample_rate": jc.json_int(t["sample_rate"]),
+            "title": jc.json_str(t["title"])})
+
+    return _leaves(items, text)
+
+
+def excluded_leaves(excluded: pa.Table) -> bytes:
+    """Leaf digests of excluded.parquet rows."""
+
+    def text(t: pa.Table, _first: int) -> pa.Array:
+        return jc.json_object({
+            "audio_sha256": jc.json_str(t["audio_sha256"]), "cleared": "false", "detail": jc.json_str(t["detail"]),
+            "grant_ids": jc.json_str_list(t["grant_ids"]), "reason": jc.json_str(t["reason"]),
+            "recording_id": jc.json_str(t["recording_id"])})
+
+    return _leaves(excluded, text)

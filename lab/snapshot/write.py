@@ -1,0 +1,309 @@
+"""Write a snapshot folder from a clearance decision: column-wise, atomically, content-addressed.
+
+`lab clear` at a million recordings cannot afford a Python object per entry, so every table is
+cut out of the catalogue and the `Clearance` columns with pyarrow, and every leaf digest computed
+column-wise (`format`). The clearing grants' terms are the one per-grant Python step: they come
+as stored ledger payloads, read ahead on a thread of their own (`GrantTerms`) while clearance
+and the excluded entries are built. Files go into a temp folder beside the destination, are
+fsync'd and renamed into place in one step (`lab.util.atomic.publish_dir`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..rights.clearance import Clearance, no_gc
+from ..util.atomic import publish_dir
+from ..util.canonical import canonical_json, sha256_file
+from ..util.timestamps import utcnow
+from . import format as fmt
+from .jsoncols import hex_column, plain
+
+TERMS_FIELDS = ("attribution", "compensation", "grant_id", "licence", "on_termination", "parties", "purposes",
+                "territories", "valid_until", "version")  # what grants.parquet copies from a grant (+ seq)
+
+# payloads(seqs) → batches of (seq, stored event payload: JSON text or dict), in the order asked.
+Payloads = Callable[[list[int]], Iterable[Sequence[tuple[int, Any]]]]
+
+
+class _Prefetch:
+    """Runs an iterator on a thread of its own, up to `max_bytes` of batches ahead of its consumer."""
+
+    def __init__(self, make: Callable[[], Iterable[Any]], max_bytes: int = 1 << 28):
+        self.max_bytes, self.items, self.ahead = max_bytes, deque(), 0
+        self.cond = threading.Condition()
+        self.done = self.stopped = False
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(make,), name="lab-snapshot-terms", daemon=True)
+        self.thread.start()
+
+    def _run(self, make) -> None:
+        try:
+            for item in make():
+                size = getattr(item, "nbytes", None) or sum(len(p) for _, p in item if isinstance(p, (str, bytes)))
+                with self.cond:
+                    while not self.stopped and self.items and self.ahead + size > self.max_bytes:
+                        self.cond.wait()
+                    if self.stopped:
+                        return
+                    self.items.append((item, size))
+                    self.ahead += size
+                    self.cond.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            self.error = exc
+        finally:
+            with self.cond:
+                self.done = True
+                self.cond.notify_all()
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            with self.cond:
+                while not self.items and not self.done:
+                    self.cond.wait()
+                if not self.items:
+                    if self.error is not None:
+                        raise self.error
+                    return
+                item, size = self.items.popleft()
+                self.ahead -= size
+                self.cond.notify_all()
+            yield item
+
+    def close(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.items.clear()
+            self.cond.notify_all()
+        self.thread.join()
+
+
+class GrantTerms:
+    """Stored payloads of grant versions in grant-id order, read by `payloads(seqs)` (e.g.
+    `Ledger.payload_batches(seqs, grant_fields=TERMS_FIELDS)`) on a thread of its own. Start it
+    as soon as the candidates are known (`candidates`: every grant with an ok verdict, a superset
+    of the clearing ones) and the ledger reads overlap the rest of clearance."""
+
+    def __init__(self, payloads: Payloads, ids: pa.Array, seqs: np.ndarray):
+        ids = plain(ids)
+        order = pc.sort_indices(ids).to_numpy() if len(ids) else np.zeros(0, np.int64)
+        self.ids = ids.take(pa.array(order, pa.int64()))
+        self.seqs = np.asarray(seqs, dtype=np.int64)[order]
+        seq_list = self.seqs.tolist()
+        self._prefetch = _Prefetch(lambda: payloads(seq_list))
+
+    @classmethod
+    def candidates(cls, payloads: Payloads, grants: pa.Table) -> GrantTerms:
+        """From `effective_grants(...)`: the grants with an ok verdict."""
+        ok = pc.equal(grants["code"], 0)
+        return cls(payloads, grants["grant_id"].filter(ok), np.asarray(grants["seq"].filter(ok), dtype=np.int64))
+
+    def batches(self) -> Iterator[Sequence[tuple[int, Any]]]:
+        return iter(self._prefetch)
+
+    def close(self) -> None:
+        self._prefetch.close()
+
+
+def _grants_table(ids: list[str], seqs: list[int], batches: Iterable[Sequence[tuple[int, Any]]]) -> pa.Table:
+    """grants.parquet rows for the clearing grants (`ids`/`seqs` sorted by id) from `batches`
+    (in that order, possibly with other seqs between them, which are skipped)."""
+    cols: dict[str, list] = {f: [] for f in fmt.GRANTS_SCHEMA.names}
+    want = set(seqs)
+    k, loads = 0, orjson.loads
+    try:
+        for batch in batches:
+            for seq, payload in batch:
+                if seq not in want:
+                    continue
+                if k >= len(seqs) or seq != seqs[k]:
+                    raise fmt.SnapshotError(f"terms missing for clearing grant {ids[min(k, len(ids) - 1)]} "
+                                            f"(ledger seq {seqs[min(k, len(seqs) - 1)]}): the ledger returned seq "
+                                            f"{seq} there")
+                g = payload if isinstance(payload, dict) else loads(payload)
+                g = g.get("grant", g)
+                for f in TERMS_FIELDS:
+                    if f != "compensation":
+                        cols[f].append(g[f])
+                cols["compensation"].append(canonical_json(g["compensation"]).decode())
+                cols["seq"].append(seq)
+                k += 1
+    except (KeyError, TypeError, orjson.JSONDecodeError) as exc:
+        raise fmt.SnapshotError(f"terms of clearing grant {ids[k]} (ledger seq {seqs[k]}) are malformed: "
+                                f"{exc!r}") from None
+    if k != len(seqs):
+        raise fmt.SnapshotError(f"terms missing for clearing grant {ids[k]} (ledger seq {seqs[k]})")
+    arrays = []
+    for field in fmt.GRANTS_SCHEMA:
+        if field.name == "valid_until":
+            arrays.append(pa.array(cols["valid_until"], pa.string()).cast(field.type))
+        else:
+            arrays.append(pa.array(cols[field.name], field.type))
+    return pa.Table.from_arrays(arrays, schema=fmt.GRANTS_SCHEMA)
+
+
+def _runs(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in a flat array of the runs of `rows` (row r = flat[offsets[r]:offsets[r+1]]),
+    and the offsets of those runs laid end to end."""
+    starts, counts = offsets[rows], offsets[rows + 1] - offsets[rows]
+    new = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(counts, out=new[1:])
+    pos = np.repeat(starts - new[:-1], counts) + np.arange(int(new[-1]), dtype=np.int64)
+    return pos, new
+
+
+def _list(offsets: np.ndarray, values: pa.Array) -> pa.Array:
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), plain(values))
+
+
+def _row_order(catalog: pa.Table) -> np.ndarray:
+    """Catalogue rows by recording_id (no sort when already in order); duplicates refused."""
+    ids = plain(catalog["recording_id"])
+    n = len(ids)
+    if n > 1 and not pc.all(pc.less(ids.slice(0, n - 1), ids.slice(1))).as_py():
+        order = pc.sort_indices(ids).to_numpy()
+        s = ids.take(pa.array(order))
+        if not pc.all(pc.less(s.slice(0, n - 1), s.slice(1))).as_py():
+            raise fmt.SnapshotError("the catalogue holds a recording_id twice")
+        return order
+    return np.arange(n, dtype=np.int64)
+
+
+def _excluded_table(catalog: pa.Table, clearance: Clearance, rows: np.ndarray) -> tuple[pa.Table, bytes]:
+    take = pa.array(rows, pa.int64())
+    pos, offs = _runs(clearance.grant_offsets, rows)
+    t = pa.Table.from_arrays([
+        plain(catalog["recording_id"].take(take)), plain(catalog["audio_sha256"].take(take)),
+        plain(clearance.reasons.take(take)), plain(clearance.details.take(take)),
+        _list(offs, clearance.grant_flat.take(pa.array(pos, pa.int64()))), pa.nulls(len(rows), pa.string()),
+    ], schema=fmt.EXCLUDED_SCHEMA)
+    leaves = fmt.excluded_leaves(t)
+    return t.set_column(5, fmt.EXCLUDED_SCHEMA.field("digest"), hex_column(leaves)), leaves
+
+
+def _items_table(catalog: pa.Table, clearance: Clearance, rows: np.ndarray, grants: pa.Table,
+                 refs: pa.Array) -> tuple[pa.Table, bytes]:
+    """items.parquet rows (each row's grant ids sorted) and their leaf digests."""
+    take = pa.array(rows, pa.int64())
+    pos, offs = _runs(clearance.grant_offsets, rows)
+    rank = pc.index_in(clearance.grant_flat.take(pa.array(pos, pa.int64())), value_set=grants["grant_id"])
+    if rank.null_count:
+        raise fmt.SnapshotError("a cleared item names a grant that is not among the clearing grants")
+    rank = rank.to_numpy().astype(np.int64)  # grants are sorted by id: rank = row in grants
+    if (np.diff(offs) > 1).any():  # sort each item's grants by id
+        rank = rank[np.lexsort((rank, np.repeat(np.arange(len(rows)), np.diff(offs))))]
+    at = pa.array(rank, pa.int64())
+    cols = [plain(catalog[f].take(take)) for f in fmt.ITEM_FIELDS]
+    t = pa.Table.from_arrays(cols + [_list(offs, grants["grant_id"].take(at)), pa.nulls(len(rows), pa.string())],
+                             schema=fmt.ITEMS_SCHEMA)
+    leaves = fmt.item_leaves(t, refs.take(at))
+    return t.set_column(t.num_columns - 1, fmt.ITEMS_SCHEMA.field("digest"), hex_column(leaves)), leaves
+
+
+def _write_table(table: pa.Table, path: Path) -> dict[str, Any]:
+    pq.write_table(table, path, compression="zstd", compression_level=1)
+    return {"sha256": sha256_file(path), "rows": table.num_rows}
+
+
+def _iso(t) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def write_snapshot(
+    snapshots_dir: str | Path,
+    catalog_table: pa.Table,
+    clearance: Clearance,
+    *,
+    catalog_info: dict[str, Any],
+    ledger_head: tuple[int, str],
+    terms: GrantTerms | None = None,
+    payloads: Payloads | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Write `<snapshots_dir>/<snapshot_id>/` and return (folder, header).
+
+    The clearing grants' terms come from `terms` (already fetching; closed here) or else from
+    `payloads(seqs)`: batches of `(seq, stored event payload)` (JSON text or dict) for the ledger
+    seqs asked for, in that order. A rewrite of the same id replaces the folder."""
+    if terms is None:
+        if payloads is None:
+            raise TypeError("write_snapshot needs terms or payloads")
+        terms = GrantTerms(payloads, clearance.clearing_ids, clearance.clearing_seqs)
+    step = progress or (lambda _: None)
+    snapshots_dir = Path(snapshots_dir)
+    staging = snapshots_dir / f".tmp-{uuid.uuid4().hex}"
+    try:
+        n = catalog_table.num_rows
+        if len(clearance.cleared) != n:
+            raise fmt.SnapshotError(f"clearance has {len(clearance.cleared)} rows, the catalogue {n}")
+        staging.mkdir(parents=True)
+        with no_gc():
+            header = _write(staging, catalog_table, clearance, catalog_info, ledger_head, terms, step)
+    except BaseException:
+        terms.close()
+        _remove(staging)
+        raise
+    terms.close()
+    folder = publish_dir(staging, snapshots_dir / header["snapshot_id"])
+    step("snapshot: committed")
+    return folder, header
+
+
+def _write(staging: Path, catalog: pa.Table, clearance: Clearance, catalog_info: dict[str, Any],
+           ledger_head: tuple[int, str], terms: GrantTerms, step: Callable[[str], None]) -> dict[str, Any]:
+    order = _row_order(catalog)
+    cleared = np.asarray(clearance.cleared, dtype=bool)[order]
+    pos, neg = order[cleared], order[~cleared]
+    files: dict[str, Any] = {}
+
+    excluded, ex_leaves = _excluded_table(catalog, clearance, neg)
+    files[fmt.EXCLUDED] = _write_table(excluded, staging / fmt.EXCLUDED)
+    del excluded
+    step("snapshot: excluded entries")
+
+    ids = plain(clearance.clearing_ids)
+    by_id = pc.sort_indices(ids).to_numpy() if len(ids) else np.zeros(0, np.int64)
+    grants = _grants_table(ids.take(pa.array(by_id, pa.int64())).to_pylist(),
+                           np.asarray(clearance.clearing_seqs, dtype=np.int64)[by_id].tolist(), terms.batches())
+    refs = fmt.grant_refs(grants)
+    files[fmt.GRANTS] = _write_table(grants, staging / fmt.GRANTS)
+    step("snapshot: grant terms")
+
+    items, it_leaves = _items_table(catalog, clearance, pos, grants, refs)
+    files[fmt.ITEMS] = _write_table(items, staging / fmt.ITEMS)
+    step("snapshot: cleared items")
+
+    root = fmt.root_of(it_leaves, ex_leaves)
+    policy = clearance.policy.identity() | {"digest": clearance.policy.digest()}
+    head_seq, head_hash = ledger_head
+    header = {
+        "schema": fmt.SCHEMA,
+        "snapshot_id": fmt.snapshot_id(root, policy["digest"], head_hash),
+        "merkle_root": root,
+        "created_at": _iso(utcnow()),
+        "cleared_at": _iso(clearance.at),
+        "catalog": catalog_info,
+        "policy": policy,
+        "ledger": {"head_seq": head_seq, "head_hash": head_hash},
+        "counts": {"items": len(order), "cleared": len(pos), "excluded": clearance.counts()},
+        "files": dict(sorted(files.items())),
+    }
+    (staging / fmt.HEADER).write_bytes(orjson.dumps(header, option=orjson.OPT_INDENT_2) + b"\n")
+    step("snapshot: Merkle root + header")
+    return header
+
+
+def _remove(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
