@@ -141,11 +141,6 @@ def load_metadata(path: str | Path) -> MetadataFile:
     return MetadataFile(path=path, format=fmt, sha256=sha256_hex(data), rows=rows, lines=lines)
 
 
-def read_metadata(path: str | Path) -> list[RecordingMeta]:
-    """Just the validated rows of a metadata file (see `load_metadata`)."""
-    return load_metadata(path).rows
-
-
 # --------------------------------------------------------------------------- JSONL
 
 

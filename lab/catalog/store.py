@@ -64,10 +64,6 @@ class Catalog(BaseModel):
         return item_counts(self.items)
 
     @property
-    def ok_items(self) -> list[CatalogItem]:
-        return [i for i in self.items if i.status == "ok"]
-
-    @property
     def rejected_items(self) -> list[CatalogItem]:
         return [i for i in self.items if i.status != "ok"]
 
@@ -223,13 +219,6 @@ def _read_manifest_quiet(name: str, home: str | Path | None) -> bytes | None:
 def load_catalog_table(name: str, home: str | Path | None = None) -> pa.Table:
     """The catalogue as a pyarrow Table (columns = CatalogItem fields), integrity-checked."""
     return _load_verified(name, home)[1]
-
-
-def load_catalog(name: str, home: str | Path | None = None) -> Catalog:
-    """The catalogue as validated CatalogItems (slower than the table on millions of rows)."""
-    manifest, table = _load_verified(name, home)
-    items = [CatalogItem.model_validate(row) for row in table.to_pylist()]
-    return Catalog(name=name, root=Path(manifest["root"]), items=items, manifest=manifest)
 
 
 def list_catalogs(home: str | Path | None = None) -> list[dict[str, Any]]:

@@ -5,14 +5,14 @@ import json
 import pytest
 from catalog_helpers import row, write_csv, write_jsonl
 
-from lab.catalog.importers import CatalogError, find_metadata, load_metadata, read_metadata
+from lab.catalog.importers import CatalogError, find_metadata, load_metadata
 
 
 def test_jsonl_and_csv_give_the_same_rows(tmp_path):
     rows = [row("r1", "a.wav", artists=["Ada", "Bo"], rights_holders=["L1", "P1"]),
             row("r2", "b.wav", isrc="GBLAB2600002", licence=None, rights_holders=[])]
-    j = read_metadata(write_jsonl(tmp_path / "m.jsonl", rows))
-    c = read_metadata(write_csv(tmp_path / "m.csv", rows))
+    j = load_metadata(write_jsonl(tmp_path / "m.jsonl", rows)).rows
+    c = load_metadata(write_csv(tmp_path / "m.csv", rows)).rows
     assert [m.model_dump() for m in j] == [m.model_dump() for m in c]
     assert c[0].artists == ["Ada", "Bo"] and c[1].isrc == "GBLAB2600002" and c[1].licence is None
     assert c[1].rights_holders == []
