@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+# A developer's own config folder must not change what the tests compose (lab.resources.searchpath).
+os.environ.pop("LAB_CONFIG_DIR", None)
+
 
 def _postgres_bindir() -> Path | None:
     def version(p: str) -> int:
