@@ -24,7 +24,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -36,12 +36,12 @@ import soundfile as sf
 
 from ..models.codec import encode_batch, hop_length, resolve_bandwidth
 from ..models.digest import config_for_digest, model_digest
+from ..snapshot import Snapshot, load_snapshot
 from ..util.atomic import publish_new_dir
 from ..util.audio import resample as _resample
 from ..util.audio import to_mono
 from ..util.canonical import sha256_hex
 from ..util.timestamps import utcnow
-from .snapshot import Snapshot, SnapshotItem, load_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -107,32 +107,33 @@ def resample(wave: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
     return _resample(wave, orig_sr, new_sr).numpy().astype(np.float32, copy=False)
 
 
-def _audio_path(root: Path, item: SnapshotItem) -> Path:
-    rel = PurePosixPath(item.audio_path)
+def _audio_path(root: Path, item: Mapping[str, Any]) -> Path:
+    rel = PurePosixPath(item["audio_path"])
     if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-        raise CodeCacheError(f"{item.recording_id}: audio_path {item.audio_path!r} must be relative to the catalogue root")
+        raise CodeCacheError(f"{item['recording_id']}: audio_path {item['audio_path']!r} must be relative to the "
+                             "catalogue root")
     return root.joinpath(*rel.parts)
 
 
-def load_item_audio(item: SnapshotItem, root: Path, target_sr: int, *, verify: bool = True) -> np.ndarray:
-    """Read one cleared item: hash the bytes (refusing audio that changed since clearance), decode the
-    same bytes with soundfile, downmix to mono, resample to ``target_sr``. Returns float32 (samples,)."""
+def load_item_audio(item: Mapping[str, Any], root: Path, target_sr: int, *, verify: bool = True) -> np.ndarray:
+    """Read one cleared item (a `Snapshot.item` / items row: recording_id, audio_path, audio_sha256): hash
+    the bytes (refusing audio that changed since clearance), decode the same bytes with soundfile, downmix to mono, resample to ``target_sr``. Returns float32 (samples,)."""
     path = _audio_path(Path(root), item)
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise CodeCacheError(f"{item.recording_id}: cannot read {path}: {exc}") from None
+        raise CodeCacheError(f"{item['recording_id']}: cannot read {path}: {exc}") from None
     if verify:
         got = sha256_hex(data)
-        if got != item.audio_sha256:
+        if got != item["audio_sha256"]:
             raise AudioChangedError(
-                f"recording {item.recording_id}: audio at {path} has sha256 {got}, but the snapshot cleared "
-                f"{item.audio_sha256}; the audio changed since clearance - re-run clearance, it will not be encoded"
+                f"recording {item['recording_id']}: audio at {path} has sha256 {got}, but the snapshot cleared "
+                f"{item['audio_sha256']}; the audio changed since clearance - re-run clearance, it will not be encoded"
             )
     try:
         wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as exc:  # noqa: BLE001 - libsndfile errors are untyped
-        raise CodeCacheError(f"{item.recording_id}: cannot decode {path}: {exc}") from None
+        raise CodeCacheError(f"{item['recording_id']}: cannot decode {path}: {exc}") from None
     return resample(to_mono(wave, channel_axis=1).numpy(), int(sr), int(target_sr))
 
 
@@ -207,32 +208,32 @@ class _Encoder:
 def _rows(snapshot: Snapshot, root: Path, codec, *, sr: int, seg_samples: int, hop: int, enc: _Encoder,
           batch_size: int, stats: dict[str, Any]) -> Iterator[dict[str, list]]:
     """Yield column batches of encoded rows, encoding `batch_size` segments at a time."""
-    pending: list[tuple[SnapshotItem, Segment, np.ndarray]] = []
+    pending: list[tuple[dict[str, Any], Segment, np.ndarray]] = []
 
     def flush():
         codes = enc([p[2] for p in pending])
         cols = {"recording_id": [], "segment": [], "start_s": [], "seconds": [], "frames": [],
                 "description": [], "codes": [], "audio_sha256": []}
         for (item, seg, _), c in zip(pending, codes):
-            cols["recording_id"].append(item.recording_id)
+            cols["recording_id"].append(item["recording_id"])
             cols["segment"].append(seg.index)
             cols["start_s"].append(seg.start / sr)
             cols["seconds"].append(seg.samples / sr)
             cols["frames"].append(min(enc.frames, -(-seg.samples // hop)))
-            cols["description"].append(item.description)
+            cols["description"].append(item["description"])
             cols["codes"].append(c)
-            cols["audio_sha256"].append(item.audio_sha256)
+            cols["audio_sha256"].append(item["audio_sha256"])
         pending.clear()
         return cols
 
-    for item in snapshot.items:
+    for item in snapshot.items.select(["recording_id", "description", "audio_path", "audio_sha256"]).to_pylist():
         wave = load_item_audio(item, root, sr)
         segs = segment_audio(len(wave), seg_samples)
         if not segs:
-            stats["skipped"].append({"recording_id": item.recording_id, "reason": "shorter than half a segment",
+            stats["skipped"].append({"recording_id": item["recording_id"], "reason": "shorter than half a segment",
                                      "seconds": len(wave) / sr})
             continue
-        stats["recordings"][item.recording_id] = {
+        stats["recordings"][item["recording_id"]] = {
             "segments": len(segs), "seconds": sum(s.samples for s in segs) / sr, "audio_seconds": len(wave) / sr}
         for seg in segs:
             chunk = wave[seg.start: seg.start + seg.samples]
@@ -308,7 +309,7 @@ def build_code_cache(
             writer.finalize()
         if n_rows == 0:
             raise CodeCacheError(
-                f"snapshot {snapshot.snapshot_id}: no audio to train on ({len(snapshot.items)} cleared item(s), "
+                f"snapshot {snapshot.snapshot_id}: no audio to train on ({len(snapshot)} cleared item(s), "
                 f"{len(stats['skipped'])} shorter than half a {segment_seconds:g} s segment)")
         out = tmp / "dataset"
         ds = datasets.Dataset.from_file(str(rows_file))

@@ -13,8 +13,9 @@ from __future__ import annotations
 import shutil
 import threading
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..rights.clearance import Clearance, no_gc
+from ..rights.policy import Policy
 from ..util.atomic import publish_dir
 from ..util.canonical import canonical_json, sha256_file
 from ..util.timestamps import utcnow
@@ -145,12 +147,18 @@ def _grants_table(ids: list[str], seqs: list[int], batches: Iterable[Sequence[tu
                                 f"{exc!r}") from None
     if k != len(seqs):
         raise fmt.SnapshotError(f"terms missing for clearing grant {ids[k]} (ledger seq {seqs[k]})")
+    return _grant_columns(cols)
+
+
+def _grant_columns(cols: dict[str, list]) -> pa.Table:
+    """grants.parquet from column lists (valid_until as RFC 3339 text or datetimes)."""
     arrays = []
     for field in fmt.GRANTS_SCHEMA:
-        if field.name == "valid_until":
-            arrays.append(pa.array(cols["valid_until"], pa.string()).cast(field.type))
+        values = cols[field.name]
+        if field.name == "valid_until" and any(isinstance(v, str) for v in values):
+            arrays.append(pa.array(values, pa.string()).cast(field.type))
         else:
-            arrays.append(pa.array(cols[field.name], field.type))
+            arrays.append(pa.array(values, field.type))
     return pa.Table.from_arrays(arrays, schema=fmt.GRANTS_SCHEMA)
 
 
@@ -221,6 +229,45 @@ def _iso(t) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
 
+def _commit(snapshots_dir: str | Path, build: Callable[[Path], dict[str, Any]],
+            step: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
+    """`build(staging)` writes the files into a temp folder beside the destination and returns the
+    header; the folder is then fsync'd and renamed to `<snapshots_dir>/<snapshot_id>/` in one step."""
+    snapshots_dir = Path(snapshots_dir)
+    staging = snapshots_dir / f".tmp-{uuid.uuid4().hex}"
+    try:
+        staging.mkdir(parents=True)
+        with no_gc():
+            header = build(staging)
+        folder = publish_dir(staging, snapshots_dir / header["snapshot_id"])
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    step("snapshot: committed")
+    return folder, header
+
+
+def _finish(staging: Path, *, leaves: bytes, files: dict[str, Any], catalog_info: dict[str, Any],
+            policy: dict[str, Any], ledger_head: tuple[int, str], cleared_at, counts: dict[str, Any]) -> dict[str, Any]:
+    """Merkle root, id and header (written as snapshot.json)."""
+    root = fmt.root_of(leaves)
+    head_seq, head_hash = ledger_head
+    header = {
+        "schema": fmt.SCHEMA,
+        "snapshot_id": fmt.snapshot_id(root, policy["digest"], head_hash),
+        "merkle_root": root,
+        "created_at": _iso(utcnow()),
+        "cleared_at": _iso(cleared_at),
+        "catalog": catalog_info,
+        "policy": policy,
+        "ledger": {"head_seq": head_seq, "head_hash": head_hash},
+        "counts": counts,
+        "files": dict(sorted(files.items())),
+    }
+    (staging / fmt.HEADER).write_bytes(orjson.dumps(header, option=orjson.OPT_INDENT_2) + b"\n")
+    return header
+
+
 def write_snapshot(
     snapshots_dir: str | Path,
     catalog_table: pa.Table,
@@ -242,23 +289,14 @@ def write_snapshot(
             raise TypeError("write_snapshot needs terms or payloads")
         terms = GrantTerms(payloads, clearance.clearing_ids, clearance.clearing_seqs)
     step = progress or (lambda _: None)
-    snapshots_dir = Path(snapshots_dir)
-    staging = snapshots_dir / f".tmp-{uuid.uuid4().hex}"
     try:
-        n = catalog_table.num_rows
-        if len(clearance.cleared) != n:
-            raise fmt.SnapshotError(f"clearance has {len(clearance.cleared)} rows, the catalogue {n}")
-        staging.mkdir(parents=True)
-        with no_gc():
-            header = _write(staging, catalog_table, clearance, catalog_info, ledger_head, terms, step)
-    except BaseException:
+        if len(clearance.cleared) != catalog_table.num_rows:
+            raise fmt.SnapshotError(f"clearance has {len(clearance.cleared)} rows, the catalogue "
+                                    f"{catalog_table.num_rows}")
+        return _commit(snapshots_dir, lambda staging: _write(staging, catalog_table, clearance, catalog_info,
+                                                               ledger_head, terms, step), step)
+    finally:
         terms.close()
-        _remove(staging)
-        raise
-    terms.close()
-    folder = publish_dir(staging, snapshots_dir / header["snapshot_id"])
-    step("snapshot: committed")
-    return folder, header
 
 
 def _write(staging: Path, catalog: pa.Table, clearance: Clearance, catalog_info: dict[str, Any],
@@ -285,25 +323,52 @@ def _write(staging: Path, catalog: pa.Table, clearance: Clearance, catalog_info:
     files[fmt.ITEMS] = _write_table(items, staging / fmt.ITEMS)
     step("snapshot: cleared items")
 
-    root = fmt.root_of(it_leaves, ex_leaves)
     policy = clearance.policy.identity() | {"digest": clearance.policy.digest()}
-    head_seq, head_hash = ledger_head
-    header = {
-        "schema": fmt.SCHEMA,
-        "snapshot_id": fmt.snapshot_id(root, policy["digest"], head_hash),
-        "merkle_root": root,
-        "created_at": _iso(utcnow()),
-        "cleared_at": _iso(clearance.at),
-        "catalog": catalog_info,
-        "policy": policy,
-        "ledger": {"head_seq": head_seq, "head_hash": head_hash},
-        "counts": {"items": len(order), "cleared": len(pos), "excluded": clearance.counts()},
-        "files": dict(sorted(files.items())),
-    }
-    (staging / fmt.HEADER).write_bytes(orjson.dumps(header, option=orjson.OPT_INDENT_2) + b"\n")
+    header = _finish(staging, leaves=it_leaves + ex_leaves, files=files, catalog_info=catalog_info, policy=policy,
+                     ledger_head=ledger_head, cleared_at=clearance.at,
+                     counts={"items": len(order), "cleared": len(pos), "excluded": clearance.counts()})
     step("snapshot: Merkle root + header")
     return header
 
 
-def _remove(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
+def write_rows(
+    snapshots_dir: str | Path,
+    *,
+    items: list[dict[str, Any]],
+    grants: list[dict[str, Any]],
+    excluded: list[dict[str, Any]] = (),
+    catalog_info: dict[str, Any],
+    policy: Policy,
+    ledger_head: tuple[int, str],
+    cleared_at: datetime,
+) -> tuple[Path, dict[str, Any]]:
+    """A snapshot from entries already decided (fixtures, benchmarks; `lab clear` uses
+    `write_snapshot`): rows as in the Parquet files, without `digest` (computed here); a grant's
+    `compensation` may be a dict. Same folder layout, digests and checks as any snapshot."""
+    cols = {f: [g.get(f) for g in sorted(grants, key=lambda g: g["grant_id"])] for f in fmt.GRANTS_SCHEMA.names}
+    cols["compensation"] = [c if isinstance(c, str) else canonical_json(c).decode() for c in cols["compensation"]]
+    grant_t = _grant_columns(cols)
+
+    def table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+        rows = sorted(rows, key=lambda r: r["recording_id"])
+        return pa.Table.from_pylist([{**r, "digest": ""} for r in rows], schema=schema)
+
+    items_t, ex_t = table(items, fmt.ITEMS_SCHEMA), table(list(excluded), fmt.EXCLUDED_SCHEMA)
+    at = pc.index_in(plain(items_t["grant_ids"]).flatten(), value_set=grant_t["grant_id"])
+    if at.null_count:
+        raise fmt.SnapshotError("an item names a grant that is not among `grants`")
+    it_leaves = fmt.item_leaves(items_t, fmt.grant_refs(grant_t).take(at))
+    ex_leaves = fmt.excluded_leaves(ex_t)
+    items_t = items_t.set_column(items_t.num_columns - 1, fmt.ITEMS_SCHEMA.field("digest"), hex_column(it_leaves))
+    ex_t = ex_t.set_column(ex_t.num_columns - 1, fmt.EXCLUDED_SCHEMA.field("digest"), hex_column(ex_leaves))
+    reasons = dict(sorted(Counter(r["reason"] for r in excluded).items()))
+
+    def build(staging: Path) -> dict[str, Any]:
+        files = {name: _write_table(t, staging / name)
+                 for name, t in ((fmt.ITEMS, items_t), (fmt.EXCLUDED, ex_t), (fmt.GRANTS, grant_t))}
+        return _finish(staging, leaves=it_leaves + ex_leaves, files=files, catalog_info=catalog_info,
+                       policy=policy.identity() | {"digest": policy.digest()}, ledger_head=ledger_head,
+                       cleared_at=cleared_at, counts={"items": len(items) + len(excluded), "cleared": len(items),
+                                                      "excluded": reasons})
+
+    return _commit(snapshots_dir, build, lambda _: None)

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
 
-from lab.data.snapshot import Snapshot
+from lab.rights.policy import Policy
+from lab.snapshot import Snapshot, load_snapshot, write_rows
 
 CODEC_SR = 8000  # tiny codec: hop 40 → 200 frames/s; 64 codes (6 bits); 4.8 kbps → 4 codebooks
 GRANT = {
     "grant_id": "G-1", "version": 1, "seq": 1, "licence": "CC-BY-4.0", "parties": [], "purposes": ["ai_training"],
-    "territories": ["WW"], "valid_until": None, "on_termination": "retain", "attribution": "", "compensation": {},
+    "territories": ["WW"], "valid_until": None, "on_termination": "retain", "attribution": "",
+    "compensation": {"model": "none"},
 }
 
 
@@ -60,24 +63,23 @@ CLIPS = [
 ]
 
 
-def make_snapshot(root: Path, clips=CLIPS, snapshot_id: str = "snap-0123456789abcdef") -> Snapshot:
-    """A snapshot object over clips written to `root`; plus an excluded, undecodable file beside them."""
+def make_snapshot(root: Path, clips=CLIPS) -> Snapshot:
+    """A real (verified) snapshot over clips written to `root`, stored beside it; plus an excluded,
+    undecodable file next to the clips."""
     items = []
     for rid, rel, secs, sr, ch, f in clips:
         sha = write_clip(root / rel, secs, sr, f, ch, "FLAC" if rel.endswith(".flac") else "WAV")
         items.append({"recording_id": rid, "isrc": None, "title": rid, "artists": ["A"],
                       "description": f"tone {int(f)} hz {rid}", "audio_path": rel, "audio_sha256": sha,
-                      "duration_s": secs, "sample_rate": sr, "channels": ch, "grant_ids": ["G-1"], "digest": "0" * 64})
+                      "duration_s": secs, "sample_rate": sr, "channels": ch, "grant_ids": ["G-1"]})
     (root / "excluded.wav").write_bytes(b"not audio at all")
-    doc = {
-        "schema": "lab.snapshot/1", "snapshot_id": snapshot_id, "merkle_root": "0" * 64,
-        "created_at": "2026-01-01T00:00:00Z", "cleared_at": "2026-01-01T00:00:00Z",
-        "catalog": {"name": "t", "root": str(root)}, "policy": {}, "ledger": {}, "counts": {},
-        "grants": {"G-1": GRANT}, "items": items,
-        "excluded": [{"recording_id": "rec-x", "reason": "revoked", "detail": "", "audio_sha256": None,
-                      "digest": "0" * 64}],
-    }
-    return Snapshot.model_validate(doc)
+    policy = Policy(name="t", purposes=["ai_training"], territory="GB", accept_licence_classes=["permissive"])
+    folder, _ = write_rows(root.parent / f"{root.name}-snapshots", items=items, grants=[GRANT],
+                           excluded=[{"recording_id": "rec-x", "reason": "revoked", "detail": "", "audio_sha256": None,
+                                      "grant_ids": []}],
+                           catalog_info={"name": "t", "root": str(root)}, policy=policy, ledger_head=(1, "0" * 64),
+                           cleared_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    return load_snapshot(folder)
 
 
 def tiny_tokenizer():

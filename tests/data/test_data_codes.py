@@ -54,7 +54,7 @@ def test_build_rows_shapes_and_cache_json(tmp_path, snap):
         ("rec-b", 0, 0.0, 1.0, 200),
     ]
     assert {r["description"] for r in rows} == {"tone 220 hz rec-a", "tone 330 hz rec-b"}
-    assert all(r["audio_sha256"] == snap.item_by_id()[r["recording_id"]].audio_sha256 for r in rows)
+    assert all(r["audio_sha256"] == snap.item(r["recording_id"])["audio_sha256"] for r in rows)
     arr = codes_array(ds)
     assert arr.shape == (4, 4, 200) and arr.min() >= 0 and arr.max() < 64
     assert all(len(np.unique(arr[:, k])) > 3 for k in range(4)), "codes carry no information"
@@ -128,9 +128,9 @@ def test_reads_only_snapshot_items(tmp_path, snap, monkeypatch):
 
 
 def test_audio_path_must_stay_inside_root(tmp_path, snap):
-    bad = snap.model_copy(update={"items": [snap.items[0].model_copy(update={"audio_path": "../x.wav"})]})
+    bad = snap.item(snap.items["recording_id"][0].as_py()) | {"audio_path": "../x.wav"}
     with pytest.raises(codes_mod.CodeCacheError, match="relative"):
-        build_code_cache(bad, tiny_codec(), tmp_path / "cache", segment_seconds=1.0)
+        codes_mod.load_item_audio(bad, Path(snap.catalog["root"]), 8000)
 
 
 def test_nothing_to_encode_is_an_error(tmp_path):

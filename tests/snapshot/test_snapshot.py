@@ -458,3 +458,23 @@ def test_a_postgresql_ledger_gives_the_same_decisions(world, postgres_url):
         with admin.connect() as c:
             c.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.dispose()
+
+
+def test_write_rows_gives_a_verified_snapshot(tmp_path):
+    """The fixture writer: rows already decided, digests filled in, the same checks on load."""
+    from lab.snapshot import write_rows
+
+    g = {"grant_id": "G-1", "version": 1, "seq": 3, "licence": "CC-BY-4.0", "purposes": ["ai_training"],
+         "territories": ["WW"], "valid_until": None, "on_termination": "retain", "attribution": "",
+         "compensation": {"model": "none"},
+         "parties": [{"name": "A", "role": "performer", "right": "master", "share": 100.0, "party_id": None}]}
+    row = {"isrc": None, "title": "t", "artists": ["A"], "description": "d", "audio_path": "a.wav",
+           "audio_sha256": SHA, "duration_s": 1.0, "sample_rate": 8000, "channels": 1, "grant_ids": ["G-1"]}
+    folder, header = write_rows(tmp_path, items=[row | {"recording_id": "b"}, row | {"recording_id": "a"}],
+                                grants=[g], excluded=[{"recording_id": "x", "audio_sha256": None, "reason": "revoked",
+                                                       "detail": "", "grant_ids": ["G-0"]}],
+                                catalog_info={"name": "t"}, policy=Policy(**POLICY), ledger_head=(3, "ab" * 32),
+                                cleared_at=AT)
+    reference_check(folder)
+    snap = load_snapshot(folder)
+    assert snap.items["recording_id"].to_pylist() == ["a", "b"] and header["counts"]["excluded"] == {"revoked": 1}
