@@ -35,7 +35,7 @@ class DemoEnv:
     home: Path
     experiments: Path
     ledger_url: str
-    snapshot: Path  # .../snapshots/<id>/snapshot.json
+    snapshot: Path  # .../snapshots/<id>/ (the snapshot folder)
     snapshot_id: str
     policy: str = "commercial"
 
@@ -50,7 +50,7 @@ class DemoEnv:
                                  *extra])
 
     def clear(self, policy: str) -> Path:
-        """A new snapshot of the demo catalogue under `policy`, now (path of snapshot.json)."""
+        """A new snapshot of the demo catalogue under `policy`, now (its folder)."""
         from lab.cli.demo import compose
         from lab.jobs.clear import main as clear_main
 
@@ -81,7 +81,7 @@ def make_demo(root: Path, policy: str = "commercial") -> DemoEnv:
     build_demo(home, url)
     env = DemoEnv(root, home, experiments, url, Path("/nonexistent"), "", policy)
     env.snapshot = env.clear(policy)
-    env.snapshot_id = env.snapshot.parent.name
+    env.snapshot_id = env.snapshot.name
     return env
 
 
@@ -139,7 +139,7 @@ def recount(cfg, snapshot_path: Path, base_dir: Path, steps: int, *, world_size:
     over every rank of `world_size`."""
     from lab.data.codes import build_code_cache
     from lab.data.loader import MusicgenCollator, iterate_batches
-    from lab.data.snapshot import load_snapshot
+    from lab.snapshot import load_snapshot
     from lab.models.musicgen import load_local_pretrained
 
     snapshot = load_snapshot(snapshot_path)

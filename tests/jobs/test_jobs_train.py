@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from lab.cards.schema import validate_card
 from lab.cards.signing import ensure_keypair, verify_folder
-from lab.data.snapshot import load_snapshot
+from lab.snapshot import load_snapshot
 from lab.jobs.train import TrainingRefused
 from lab import checkpoint as ck
 
@@ -239,8 +239,7 @@ def test_intermediate_card_counts_only_its_own_steps(shared_run):
 
 def test_sources_are_cleared_snapshot_items(shared_run, demo):
     snapshot = load_snapshot(demo.snapshot)
-    items = snapshot.item_by_id()
-    excluded = {e.recording_id: e.reason for e in snapshot.excluded}
+    excluded = dict(zip(snapshot.excluded["recording_id"].to_pylist(), snapshot.excluded["reason"].to_pylist()))
     assert "revoked" in excluded.values() and "opted_out" in excluded.values()  # the check below means something
     for folder in shared_run.checkpoints.values():
         card = _card(folder)
@@ -248,11 +247,11 @@ def test_sources_are_cleared_snapshot_items(shared_run, demo):
         for src in card["sources"]:
             rid = src["recording_id"]
             assert rid not in excluded, f"{rid} was excluded ({excluded.get(rid)}) but the model saw it"
-            item = items[rid]
-            assert src["audio_sha256"] == item.audio_sha256 and src["isrc"] == item.isrc
-            assert src["title"] == item.title and set(src["grant_ids"]) <= set(item.grant_ids)
+            item = snapshot.item(rid)
+            assert src["audio_sha256"] == item["audio_sha256"] and src["isrc"] == item["isrc"]
+            assert src["title"] == item["title"] and set(src["grant_ids"]) <= set(item["grant_ids"])
             assert src["seconds_seen"] > 0
-        assert sum(card["exclusions"].values()) == len(snapshot.excluded)
+        assert sum(card["exclusions"].values()) == snapshot.excluded.num_rows
 
 
 # =========================================================================== 4. signature
@@ -310,9 +309,9 @@ def test_refuses_stale_snapshot(tmp_path):
 
     own = make_demo(tmp_path / "demo")  # its own ledger: this test revokes a grant
     snapshot = load_snapshot(own.snapshot)
-    item = snapshot.items[0]
-    grant = item.grant_ids[0]
-    covered = sorted(i.recording_id for i in snapshot.items if grant in i.grant_ids)
+    rows = snapshot.items.select(["recording_id", "grant_ids"]).to_pylist()
+    grant = rows[0]["grant_ids"][0]
+    covered = sorted(i["recording_id"] for i in rows if grant in i["grant_ids"])
     Ledger(own.ledger_url).append(RevokeEvent(grant_id=grant, reason="artist withdrew consent",
                                               effective_at=utcnow(), issuer="tests"))
     run_dir = tmp_path / "run"
@@ -322,7 +321,7 @@ def test_refuses_stale_snapshot(tmp_path):
     assert "stale" in msg and "revoked" in msg
     for rid in covered:
         assert f"{rid}: revoked" in msg
-    untouched = [i.recording_id for i in snapshot.items if grant not in i.grant_ids]
+    untouched = [i["recording_id"] for i in rows if grant not in i["grant_ids"]]
     assert untouched and not any(f"{rid}:" in msg for rid in untouched)
     _assert_nothing_trained(run_dir)
     assert not (run_dir / "base").exists(), "refused before building the model"
@@ -333,7 +332,7 @@ def test_refuses_snapshot_of_another_policy(demo, tmp_path):
     run_dir = tmp_path / "run"
     # by id (resolved under paths.snapshots), as a user would type it
     with pytest.raises(TrainingRefused, match=r"cleared under policy 'research'.*this run's policy is 'commercial'"):
-        train(demo.train_cfg(run_dir, "trainer.max_steps=2", snapshot=research.parent.name, policy="commercial"))
+        train(demo.train_cfg(run_dir, "trainer.max_steps=2", snapshot=research.name, policy="commercial"))
     _assert_nothing_trained(run_dir)
     assert not (run_dir / "base").exists()
 
