@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lab.data.codes import build_code_cache, load_item_audio  # noqa: E402
 from lab.data.loader import MusicgenCollator, ResumableSampler, make_loader  # noqa: E402
-from lab.data.snapshot import Snapshot  # noqa: E402
+from lab.rights.policy import Policy  # noqa: E402
+from lab.snapshot import Snapshot, load_snapshot, write_rows  # noqa: E402
 
 PAD = 2048  # MusicGen's pad / start token for 2048-code codebooks
 
@@ -82,23 +84,22 @@ def make_catalogue(root: Path, clips: int, seconds: float, sr: int = 44_100) -> 
             "recording_id": f"bench-{i:03d}", "isrc": None, "title": f"clip {i}", "artists": ["bench"],
             "description": f"warm piano in {'cdefgab'[i % 7]} major {90 + i} bpm", "audio_path": path.name,
             "audio_sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "duration_s": seconds,
-            "sample_rate": sr, "channels": 2, "grant_ids": ["G-1"], "digest": "0" * 64,
+            "sample_rate": sr, "channels": 2, "grant_ids": ["G-1"],
         })
     grant = {"grant_id": "G-1", "version": 1, "seq": 1, "licence": "CC-BY-4.0", "parties": [],
              "purposes": ["ai_training"], "territories": ["WW"], "valid_until": None, "on_termination": "retain",
-             "attribution": "", "compensation": {}}
-    return Snapshot.model_validate({
-        "schema": "lab.snapshot/1", "snapshot_id": "snap-bench00000000000", "merkle_root": "0" * 64,
-        "created_at": "2026-01-01T00:00:00Z", "cleared_at": "2026-01-01T00:00:00Z",
-        "catalog": {"name": "bench", "root": str(root)}, "policy": {}, "ledger": {}, "counts": {},
-        "grants": {"G-1": grant}, "items": items, "excluded": [],
-    })
+             "attribution": "", "compensation": {"model": "none"}}
+    policy = Policy(name="bench", purposes=["ai_training"], territory="GB", accept_licence_classes=["permissive"])
+    folder, _ = write_rows(root / "snapshots", items=items, grants=[grant], catalog_info={"name": "bench",
+                           "root": str(root)}, policy=policy, ledger_head=(1, "0" * 64),
+                           cleared_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    return load_snapshot(folder)
 
 
 def on_the_fly_epoch(snapshot: Snapshot, codec, collator, order: list[int], rows_meta: list[dict],
                      batch_size: int, segment_seconds: float):
     """One epoch in the sampler's order, reading and encoding audio for every batch."""
-    by_id = snapshot.item_by_id()
+    by_id = {r["recording_id"]: r for r in snapshot.items.to_pylist()}
     sr = codec.config.sampling_rate
     seg = int(round(segment_seconds * sr))
     root = Path(snapshot.catalog["root"])

@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lab.cards.signing import ensure_keypair  # noqa: E402
 from lab.data.codes import build_code_cache  # noqa: E402
 from lab.data.loader import MusicgenCollator, iterate_batches, model_inputs  # noqa: E402
-from lab.data.snapshot import load_snapshot  # noqa: E402
+from lab.snapshot import load_snapshot  # noqa: E402
 from lab.jobs.train import ProvenanceHook, build_model  # noqa: E402
 from lab.train.distributed import init_distributed  # noqa: E402
 from lab.train.trainer import Trainer, TrainerConfig, build_optimizer, build_scheduler  # noqa: E402
@@ -126,7 +126,7 @@ def setup(work: Path, steps: int, batch_size: int) -> Setup:
 
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     info = {"params": sum(p.numel() for p in model.parameters()), "trainable": trainable,
-            "segments": len(cache), "recordings": len(snapshot.items), "frames": int(cache[0]["frames"]),
+            "segments": len(cache), "recordings": len(snapshot), "frames": int(cache[0]["frames"]),
             "codebooks": dcfg.num_codebooks}
     return Setup(model, batches, trainer_cfg, hook, work / "runs", info)
 
