@@ -19,7 +19,7 @@ switch mmap off); anon = peak RssAnon, heap and arrays only, sampled every 5 ms)
   * lab: `lab.jobs.clear.run_clearance`, end to end as `lab clear` runs it: ledger head, catalogue
     table (on a thread) + `Ledger.frame` (clearance's columns), effective grants + `clear`, and
     the streamed snapshot (excluded entries; the clearing grants' terms, read from the ledger
-    ahead on a thread; cleared items; Merkle root), snapshot.json written, fsync'd and renamed
+    ahead on a thread; cleared items; Merkle root), snapshot folder (header + Parquet) written, fsync'd and renamed
     into place, with the split per stage (each stage's seconds as `run_clearance` reports them);
   * floor: pd.read_parquet + pd.read_sql (plain SELECT via sqlite3) + latest grant per recording
     + drop revoked/expired + validity window + territory/purpose `str.contains` + merge:
@@ -274,7 +274,7 @@ def _anon() -> int:
 
 
 def step_lab(home: Path, url: str, snapshots: Path) -> dict:
-    """`lab.jobs.clear.run_clearance`, exactly as `lab clear` runs it: snapshot.json written (fsync, rename)."""
+    """`lab.jobs.clear.run_clearance`, exactly as `lab clear` runs it: snapshot folder written (fsync, rename)."""
     t0 = time.perf_counter()
     from lab.jobs.clear import run_clearance
     from lab.rights.ledger import Ledger
@@ -296,7 +296,7 @@ def step_lab(home: Path, url: str, snapshots: Path) -> dict:
     out["counts"] = {"cleared": doc["counts"]["cleared"], **doc["counts"]["excluded"]}
     out["snapshot_id"] = doc["snapshot_id"]
     out["frame_rows"] = doc["ledger"]["head_seq"]
-    out["write_bytes"] = res.snapshot_path.stat().st_size
+    out["write_bytes"] = sum(p.stat().st_size for p in res.snapshot_path.iterdir())
     return out
 
 
@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
               f"anon = peak RssAnon (heap and arrays only), sampled every 5 ms.\n")
         print("| step | seconds | peak RSS | anon | ratio vs floor |")
         print("|---|---:|---:|---:|---:|")
-        print(f"| **lab clearance end to end** (`run_clearance` as `lab clear` runs it, snapshot.json "
+        print(f"| **lab clearance end to end** (`run_clearance` as `lab clear` runs it, snapshot folder "
               f"written: {lab['write_bytes'] / 1e6:,.0f} MB, fsync'd, renamed) | {lab['seconds']:.2f} | "
               f"{_gib(lab['peak'])} | {_gib(lab['anon'])} | {lab['seconds'] / base:.2f}× |")
         for name, s, peak, anon in lab["stages"]:
