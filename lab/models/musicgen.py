@@ -388,7 +388,7 @@ def apply_lora(
     """Inject LoRA adapters (peft) into the decoder's attention projections, in place.
 
     Only the adapters become trainable; everything else in the model is frozen. The model keeps its
-    class and structure (``peft.inject_adapter_in_model``), so ``generate`` and :func:`training_loss`
+    class and structure (``peft.inject_adapter_in_model``), so ``generate`` and the training loss
     work unchanged. Call :func:`merge_lora` before :func:`save_model`. Returns parameter counts.
     """
     from peft import LoraConfig, inject_adapter_in_model
