@@ -23,6 +23,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from ..rights.clearance import Clearance, no_gc
@@ -31,6 +32,7 @@ from ..util.atomic import publish_dir
 from ..util.canonical import canonical_json, sha256_file
 from ..util.timestamps import utcnow
 from . import format as fmt
+from . import jsoncols as jc
 from .jsoncols import hex_column, plain
 
 TERMS_FIELDS = ("attribution", "compensation", "grant_id", "licence", "on_termination", "parties", "purposes",
@@ -119,35 +121,73 @@ class GrantTerms:
         self._prefetch.close()
 
 
-def _grants_table(ids: list[str], seqs: list[int], batches: Iterable[Sequence[tuple[int, Any]]]) -> pa.Table:
+_COMPENSATION = pa.struct([("currency", pa.string()), ("model", pa.string()), ("notes", pa.string()),
+                           ("rate", pa.float64())])  # lab.rights.records.Compensation, every field always dumped
+_TERMS_JSON = pa.schema([f for f in fmt.GRANTS_SCHEMA if f.name not in ("seq", "compensation", "valid_until")]
+                        + [("compensation", _COMPENSATION), ("valid_until", pa.string())])
+
+
+def _arrow_terms(batch: Sequence[tuple[int, Any]]) -> pa.Table | None:
+    """Terms of a batch cut by the database (`grant_fields=TERMS_FIELDS`: one JSON object per line)
+    parsed by Arrow's JSON reader, no Python object per grant; None when the batch is anything else."""
+    blob = getattr(batch, "blob", None)
+    if blob is None and batch and all(isinstance(p, (str, bytes)) for _, p in batch):
+        blob = b"\n".join(p.encode() if isinstance(p, str) else p for _, p in batch)
+    if not blob:
+        return None
+    try:
+        t = pajson.read_json(pa.BufferReader(blob), parse_options=pajson.ParseOptions(
+            explicit_schema=_TERMS_JSON, unexpected_field_behavior="error"))
+    except pa.ArrowInvalid:  # whole payloads, or terms of another shape: the per-grant path
+        return None
+    seqs = batch.seqs if hasattr(batch, "seqs") else [s for s, _ in batch]
+    if t.num_rows != len(seqs) or t["compensation"].null_count:
+        return None
+    comp = plain(t["compensation"])
+    text = jc.json_object({k: (jc.json_each_distinct if k == "rate" else jc.json_str)(comp.field(k))
+                           for k in _COMPENSATION.names})  # == canonical_json of the dict
+    cols = {f: t[f] for f in _TERMS_JSON.names} | {"seq": pa.array(seqs, pa.int64()), "compensation": text,
+                                                     "valid_until": plain(t["valid_until"]).cast(
+                                                         fmt.GRANTS_SCHEMA.field("valid_until").type)}
+    return pa.Table.from_arrays([cols[f] for f in fmt.GRANTS_SCHEMA.names], schema=fmt.GRANTS_SCHEMA)
+
+
+def _python_terms(batch: Sequence[tuple[int, Any]]) -> pa.Table:
+    """Terms of a batch of stored payloads (dicts or JSON text, whole events or just the terms)."""
+    cols: dict[str, list] = {f: [] for f in fmt.GRANTS_SCHEMA.names}
+    for seq, payload in batch:
+        g = payload if isinstance(payload, dict) else orjson.loads(payload)
+        g = g.get("grant", g)
+        for f in TERMS_FIELDS:
+            cols[f].append(canonical_json(g[f]).decode() if f == "compensation" else g[f])
+        cols["seq"].append(seq)
+    return _grant_columns(cols)
+
+
+def _grants_table(ids: pa.Array, seqs: np.ndarray, batches: Iterable[Sequence[tuple[int, Any]]]) -> pa.Table:
     """grants.parquet rows for the clearing grants (`ids`/`seqs` sorted by id) from `batches`
     (in that order, possibly with other seqs between them, which are skipped)."""
-    cols: dict[str, list] = {f: [] for f in fmt.GRANTS_SCHEMA.names}
-    want = set(seqs)
-    k, loads = 0, orjson.loads
-    try:
-        for batch in batches:
-            for seq, payload in batch:
-                if seq not in want:
-                    continue
-                if k >= len(seqs) or seq != seqs[k]:
-                    raise fmt.SnapshotError(f"terms missing for clearing grant {ids[min(k, len(ids) - 1)]} "
-                                            f"(ledger seq {seqs[min(k, len(seqs) - 1)]}): the ledger returned seq "
-                                            f"{seq} there")
-                g = payload if isinstance(payload, dict) else loads(payload)
-                g = g.get("grant", g)
-                for f in TERMS_FIELDS:
-                    if f != "compensation":
-                        cols[f].append(g[f])
-                cols["compensation"].append(canonical_json(g["compensation"]).decode())
-                cols["seq"].append(seq)
-                k += 1
-    except (KeyError, TypeError, orjson.JSONDecodeError) as exc:
-        raise fmt.SnapshotError(f"terms of clearing grant {ids[k]} (ledger seq {seqs[k]}) are malformed: "
-                                f"{exc!r}") from None
-    if k != len(seqs):
-        raise fmt.SnapshotError(f"terms missing for clearing grant {ids[k]} (ledger seq {seqs[k]})")
-    return _grant_columns(cols)
+    want = pa.array(seqs, pa.int64())
+    parts = []
+    for batch in batches:
+        try:
+            t = _arrow_terms(batch)
+            t = _python_terms(batch) if t is None else t
+        except (KeyError, TypeError, ValueError, pa.ArrowInvalid) as exc:
+            raise fmt.SnapshotError(f"terms of clearing grants (ledger seqs {batch[0][0]}..) are malformed: "
+                                    f"{exc!r}") from None
+        parts.append(t.filter(pc.is_in(t["seq"], value_set=want)))
+    table = pa.concat_tables(parts) if parts else fmt.GRANTS_SCHEMA.empty_table()
+    got = table["seq"].to_numpy()
+    n = min(len(got), len(seqs))
+    bad = np.flatnonzero(got[:n] != seqs[:n])
+    k = int(bad[0]) if len(bad) else (n if len(got) != len(seqs) else -1)
+    if k >= 0:
+        k = min(k, len(seqs) - 1)
+        raise fmt.SnapshotError(f"terms missing for clearing grant {ids[k].as_py()} (ledger seq {seqs[k]})")
+    if not table["grant_id"].equals(pa.chunked_array([ids], pa.string())):
+        raise fmt.SnapshotError("terms of a clearing grant name another grant id (ledger and clearance disagree)")
+    return table.combine_chunks()
 
 
 def _grant_columns(cols: dict[str, list]) -> pa.Table:
@@ -313,8 +353,8 @@ def _write(staging: Path, catalog: pa.Table, clearance: Clearance, catalog_info:
 
     ids = plain(clearance.clearing_ids)
     by_id = pc.sort_indices(ids).to_numpy() if len(ids) else np.zeros(0, np.int64)
-    grants = _grants_table(ids.take(pa.array(by_id, pa.int64())).to_pylist(),
-                           np.asarray(clearance.clearing_seqs, dtype=np.int64)[by_id].tolist(), terms.batches())
+    grants = _grants_table(ids.take(pa.array(by_id, pa.int64())),
+                           np.asarray(clearance.clearing_seqs, dtype=np.int64)[by_id], terms.batches())
     refs = fmt.grant_refs(grants)
     files[fmt.GRANTS] = _write_table(grants, staging / fmt.GRANTS)
     step("snapshot: grant terms")
