@@ -17,7 +17,7 @@ from ..catalog.store import load_catalog_table, manifest_path
 from ..rights.clearance import CLEARANCE_COLUMNS, clear, effective_grants
 from ..rights.ledger import Ledger
 from ..rights.policy import Policy
-from ..snapshot import TERMS_FIELDS, GrantTerms, write_snapshot
+from ..snapshot import GrantTerms, write_snapshot
 from ..util.canonical import sha256_file
 
 
@@ -74,7 +74,7 @@ def run_clearance(*, catalog: str, ledger: Ledger, policy: Policy, snapshots_dir
     grants = effective_grants(frame, at, policy)
     # From here on the terms of every grant with an ok verdict (a superset of the clearing ones)
     # are read on another thread, while the rest of clearance and the excluded entries are built.
-    terms = GrantTerms.candidates(lambda seqs: ledger.payload_batches(seqs, grant_fields=TERMS_FIELDS), grants)
+    terms = GrantTerms.candidates(ledger.payload_batches, grants)
     try:
         decision = clear(table, frame, policy, at, grants=grants)
         del frame, grants

@@ -2,6 +2,6 @@
 
 from .format import SCHEMA, SnapshotError
 from .read import Snapshot, load_snapshot
-from .write import TERMS_FIELDS, GrantTerms, write_rows, write_snapshot
+from .write import GrantTerms, write_rows, write_snapshot
 
-__all__ = ["SCHEMA", "TERMS_FIELDS", "GrantTerms", "Snapshot", "SnapshotError", "load_snapshot", "write_rows", "write_snapshot"]
+__all__ = ["SCHEMA", "GrantTerms", "Snapshot", "SnapshotError", "load_snapshot", "write_rows", "write_snapshot"]

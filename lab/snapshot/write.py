@@ -15,6 +15,7 @@ import threading
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -95,8 +96,8 @@ class _Prefetch:
 
 
 class GrantTerms:
-    """Stored payloads of grant versions in grant-id order, read by `payloads(seqs)` (e.g.
-    `Ledger.payload_batches(seqs, grant_fields=TERMS_FIELDS)`) on a thread of its own. Start it
+    """Terms of grant versions in grant-id order, read by `payloads(seqs)` (e.g.
+    `Ledger.payload_batches(seqs)`) and parsed into grants.parquet rows on a thread of its own. Start it
     as soon as the candidates are known (`candidates`: every grant with an ok verdict, a superset
     of the clearing ones) and the ledger reads overlap the rest of clearance."""
 
@@ -106,7 +107,7 @@ class GrantTerms:
         self.ids = ids.take(pa.array(order, pa.int64()))
         self.seqs = np.asarray(seqs, dtype=np.int64)[order]
         seq_list = self.seqs.tolist()
-        self._prefetch = _Prefetch(lambda: payloads(seq_list))
+        self._prefetch = _Prefetch(lambda: (_terms_table(b) for b in payloads(seq_list)))
 
     @classmethod
     def candidates(cls, payloads: Payloads, grants: pa.Table) -> GrantTerms:
@@ -114,7 +115,7 @@ class GrantTerms:
         ok = pc.equal(grants["code"], 0)
         return cls(payloads, grants["grant_id"].filter(ok), np.asarray(grants["seq"].filter(ok), dtype=np.int64))
 
-    def batches(self) -> Iterator[Sequence[tuple[int, Any]]]:
+    def batches(self) -> Iterator[pa.Table]:
         return iter(self._prefetch)
 
     def close(self) -> None:
@@ -122,14 +123,16 @@ class GrantTerms:
 
 
 _COMPENSATION = pa.struct([("currency", pa.string()), ("model", pa.string()), ("notes", pa.string()),
-                           ("rate", pa.float64())])  # lab.rights.records.Compensation, every field always dumped
-_TERMS_JSON = pa.schema([f for f in fmt.GRANTS_SCHEMA if f.name not in ("seq", "compensation", "valid_until")]
-                        + [("compensation", _COMPENSATION), ("valid_until", pa.string())])
+                           ("rate", pa.float64())])  # lab.rights.records.Compensation (strict: no other keys)
+_TERMS = [f for f in fmt.GRANTS_SCHEMA if f.name not in ("seq", "compensation", "valid_until")] + [
+    pa.field("compensation", _COMPENSATION), pa.field("valid_until", pa.string())]
+_PAYLOAD_JSON = pa.schema([("grant", pa.struct([f.with_nullable(True) for f in _TERMS]))])
+_REQUIRED = [f.name for f in _TERMS if not f.nullable]
 
 
 def _arrow_terms(batch: Sequence[tuple[int, Any]]) -> pa.Table | None:
-    """Terms of a batch cut by the database (`grant_fields=TERMS_FIELDS`: one JSON object per line)
-    parsed by Arrow's JSON reader, no Python object per grant; None when the batch is anything else."""
+    """Terms from a batch of whole stored payloads (JSON lines, e.g. a `Ledger.PayloadBatch`) parsed
+    by Arrow's JSON reader: no Python object per grant. None when the batch is anything else."""
     blob = getattr(batch, "blob", None)
     if blob is None and batch and all(isinstance(p, (str, bytes)) for _, p in batch):
         blob = b"\n".join(p.encode() if isinstance(p, str) else p for _, p in batch)
@@ -137,18 +140,21 @@ def _arrow_terms(batch: Sequence[tuple[int, Any]]) -> pa.Table | None:
         return None
     try:
         t = pajson.read_json(pa.BufferReader(blob), parse_options=pajson.ParseOptions(
-            explicit_schema=_TERMS_JSON, unexpected_field_behavior="error"))
-    except pa.ArrowInvalid:  # whole payloads, or terms of another shape: the per-grant path
+            explicit_schema=_PAYLOAD_JSON, unexpected_field_behavior="ignore"))
+    except pa.ArrowInvalid:
         return None
     seqs = batch.seqs if hasattr(batch, "seqs") else [s for s, _ in batch]
-    if t.num_rows != len(seqs) or t["compensation"].null_count:
+    g = plain(t["grant"])
+    if t.num_rows != len(seqs) or g.null_count or any(g.field(f).null_count for f in _REQUIRED + ["compensation"]):
+        return None  # not whole payloads of grant versions: the per-grant path says what is wrong
+    comp = g.field("compensation")
+    if any(comp.field(k).null_count for k in _COMPENSATION.names):
         return None
-    comp = plain(t["compensation"])
     text = jc.json_object({k: (jc.json_each_distinct if k == "rate" else jc.json_str)(comp.field(k))
                            for k in _COMPENSATION.names})  # == canonical_json of the dict
-    cols = {f: t[f] for f in _TERMS_JSON.names} | {"seq": pa.array(seqs, pa.int64()), "compensation": text,
-                                                     "valid_until": plain(t["valid_until"]).cast(
-                                                         fmt.GRANTS_SCHEMA.field("valid_until").type)}
+    cols = {f.name: g.field(f.name) for f in _TERMS} | {
+        "seq": pa.array(seqs, pa.int64()), "compensation": text,
+        "valid_until": g.field("valid_until").cast(fmt.GRANTS_SCHEMA.field("valid_until").type)}
     return pa.Table.from_arrays([cols[f] for f in fmt.GRANTS_SCHEMA.names], schema=fmt.GRANTS_SCHEMA)
 
 
@@ -164,19 +170,21 @@ def _python_terms(batch: Sequence[tuple[int, Any]]) -> pa.Table:
     return _grant_columns(cols)
 
 
-def _grants_table(ids: pa.Array, seqs: np.ndarray, batches: Iterable[Sequence[tuple[int, Any]]]) -> pa.Table:
+def _terms_table(batch: Sequence[tuple[int, Any]]) -> pa.Table:
+    """A batch of `(seq, stored payload)` as grants.parquet rows (on the prefetch thread)."""
+    try:
+        t = _arrow_terms(batch)
+        return _python_terms(batch) if t is None else t
+    except (KeyError, TypeError, ValueError, AttributeError, pa.ArrowInvalid, orjson.JSONDecodeError) as exc:
+        raise fmt.SnapshotError(f"terms of clearing grants (ledger seqs {batch[0][0]}..) are malformed: "
+                                f"{exc!r}") from None
+
+
+def _grants_table(ids: pa.Array, seqs: np.ndarray, batches: Iterable[pa.Table]) -> pa.Table:
     """grants.parquet rows for the clearing grants (`ids`/`seqs` sorted by id) from `batches`
     (in that order, possibly with other seqs between them, which are skipped)."""
     want = pa.array(seqs, pa.int64())
-    parts = []
-    for batch in batches:
-        try:
-            t = _arrow_terms(batch)
-            t = _python_terms(batch) if t is None else t
-        except (KeyError, TypeError, ValueError, pa.ArrowInvalid) as exc:
-            raise fmt.SnapshotError(f"terms of clearing grants (ledger seqs {batch[0][0]}..) are malformed: "
-                                    f"{exc!r}") from None
-        parts.append(t.filter(pc.is_in(t["seq"], value_set=want)))
+    parts = [t.filter(pc.is_in(t["seq"], value_set=want)) for t in batches]
     table = pa.concat_tables(parts) if parts else fmt.GRANTS_SCHEMA.empty_table()
     got = table["seq"].to_numpy()
     n = min(len(got), len(seqs))
@@ -287,10 +295,9 @@ def _commit(snapshots_dir: str | Path, build: Callable[[Path], dict[str, Any]],
     return folder, header
 
 
-def _finish(staging: Path, *, leaves: bytes, files: dict[str, Any], catalog_info: dict[str, Any],
+def _finish(staging: Path, *, root: str, files: dict[str, Any], catalog_info: dict[str, Any],
             policy: dict[str, Any], ledger_head: tuple[int, str], cleared_at, counts: dict[str, Any]) -> dict[str, Any]:
-    """Merkle root, id and header (written as snapshot.json)."""
-    root = fmt.root_of(leaves)
+    """The id and the header (written as snapshot.json)."""
     head_seq, head_hash = ledger_head
     header = {
         "schema": fmt.SCHEMA,
@@ -344,30 +351,32 @@ def _write(staging: Path, catalog: pa.Table, clearance: Clearance, catalog_info:
     order = _row_order(catalog)
     cleared = np.asarray(clearance.cleared, dtype=bool)[order]
     pos, neg = order[cleared], order[~cleared]
-    files: dict[str, Any] = {}
+    # Parquet encoding and file hashing release the GIL: they run on a thread beside the next table.
+    with ThreadPoolExecutor(1, thread_name_prefix="lab-snapshot-files") as pool:
+        excluded, ex_leaves = _excluded_table(catalog, clearance, neg)
+        files = {fmt.EXCLUDED: pool.submit(_write_table, excluded, staging / fmt.EXCLUDED)}
+        del excluded
+        step("snapshot: excluded entries")
 
-    excluded, ex_leaves = _excluded_table(catalog, clearance, neg)
-    files[fmt.EXCLUDED] = _write_table(excluded, staging / fmt.EXCLUDED)
-    del excluded
-    step("snapshot: excluded entries")
+        ids = plain(clearance.clearing_ids)
+        by_id = pc.sort_indices(ids).to_numpy() if len(ids) else np.zeros(0, np.int64)
+        grants = _grants_table(ids.take(pa.array(by_id, pa.int64())),
+                               np.asarray(clearance.clearing_seqs, dtype=np.int64)[by_id], terms.batches())
+        files[fmt.GRANTS] = pool.submit(_write_table, grants, staging / fmt.GRANTS)
+        refs = fmt.grant_refs(grants)
+        step("snapshot: grant terms")
 
-    ids = plain(clearance.clearing_ids)
-    by_id = pc.sort_indices(ids).to_numpy() if len(ids) else np.zeros(0, np.int64)
-    grants = _grants_table(ids.take(pa.array(by_id, pa.int64())),
-                           np.asarray(clearance.clearing_seqs, dtype=np.int64)[by_id], terms.batches())
-    refs = fmt.grant_refs(grants)
-    files[fmt.GRANTS] = _write_table(grants, staging / fmt.GRANTS)
-    step("snapshot: grant terms")
-
-    items, it_leaves = _items_table(catalog, clearance, pos, grants, refs)
-    files[fmt.ITEMS] = _write_table(items, staging / fmt.ITEMS)
-    step("snapshot: cleared items")
+        items, it_leaves = _items_table(catalog, clearance, pos, grants, refs)
+        files[fmt.ITEMS] = pool.submit(_write_table, items, staging / fmt.ITEMS)
+        root = fmt.root_of(it_leaves, ex_leaves)
+        step("snapshot: cleared items + Merkle root")
+        written = {name: f.result() for name, f in files.items()}
 
     policy = clearance.policy.identity() | {"digest": clearance.policy.digest()}
-    header = _finish(staging, leaves=it_leaves + ex_leaves, files=files, catalog_info=catalog_info, policy=policy,
+    header = _finish(staging, root=root, files=written, catalog_info=catalog_info, policy=policy,
                      ledger_head=ledger_head, cleared_at=clearance.at,
                      counts={"items": len(order), "cleared": len(pos), "excluded": clearance.counts()})
-    step("snapshot: Merkle root + header")
+    step("snapshot: files + header")
     return header
 
 
@@ -406,7 +415,7 @@ def write_rows(
     def build(staging: Path) -> dict[str, Any]:
         files = {name: _write_table(t, staging / name)
                  for name, t in ((fmt.ITEMS, items_t), (fmt.EXCLUDED, ex_t), (fmt.GRANTS, grant_t))}
-        return _finish(staging, leaves=it_leaves + ex_leaves, files=files, catalog_info=catalog_info,
+        return _finish(staging, root=fmt.root_of(it_leaves, ex_leaves), files=files, catalog_info=catalog_info,
                        policy=policy.identity() | {"digest": policy.digest()}, ledger_head=ledger_head,
                        cleared_at=cleared_at, counts={"items": len(items) + len(excluded), "cleared": len(items),
                                                       "excluded": reasons})

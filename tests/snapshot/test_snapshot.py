@@ -69,7 +69,7 @@ def header_for(world, items, tmp_path, policy: Policy | None = None, at: datetim
     table = items_to_table(items)
     decision = clear(table, ledger.frame(), policy or Policy(**POLICY), at)
     _, header = write_snapshot(tmp_path / "in-memory", table, decision, catalog_info={"name": CATALOG},
-                               ledger_head=ledger.head(), payloads=lambda seqs: [list(ledger.payload_texts(seqs))])
+                               ledger_head=ledger.head(), payloads=lambda seqs: [[(q, ledger.payloads(seqs)[q]) for q in seqs]])
     return header
 
 
@@ -130,9 +130,17 @@ def test_catalogue_row_order_does_not_matter(world, tmp_path):
     assert (a["merkle_root"], a["snapshot_id"], a["files"]) == (b["merkle_root"], b["snapshot_id"], b["files"])
 
 
-def test_terms_read_whole_or_cut_by_the_database_give_the_same_snapshot(world, tmp_path):
-    """`lab clear` has SQLite cut the terms out (parsed by Arrow); whole payloads take the per-grant path."""
-    assert header_for(world, ITEMS, tmp_path)["merkle_root"] == run(world).doc["merkle_root"]
+def test_terms_parsed_by_arrow_or_per_grant_give_the_same_snapshot(world, tmp_path, monkeypatch):
+    """`lab clear` hands the payloads' JSON lines to Arrow's reader; dicts take the per-grant path."""
+    from lab.snapshot import write
+
+    per_grant = header_for(world, ITEMS, tmp_path)["merkle_root"]
+
+    def refused(batch):
+        raise AssertionError("lab clear took the per-grant path")
+
+    monkeypatch.setattr(write, "_python_terms", refused)
+    assert run(world).doc["merkle_root"] == per_grant
 
 
 def test_a_new_ledger_event_changes_the_id(world):
