@@ -1,7 +1,8 @@
 """Human- and hub-facing views of a data card: the Hugging Face model card and a Croissant description.
 
-Both are pure functions of a `DataCard`; nothing here touches the network (`ModelCard.validate()`
-would call the Hub, so it is never called).
+Both are pure functions of a `CardBundle` and cost O(rows) at most: the README lists a top-k of
+the sources, Croissant describes sources.parquet's columns, never its rows. Nothing here touches
+the network (`ModelCard.validate()` would call the Hub, so it is never called).
 """
 
 from __future__ import annotations
@@ -10,24 +11,77 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from .schema import DataCard, SourceRow, bytes_sha256
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .files import CardBundle, card_bytes_sha256
+from .schema import SOURCES_FILE
+from .sources import COLUMNS
 
 DEFAULT_TAGS = ("music", "musicgen", "text-to-audio", "lab")
 
 # Licence ids the Hub accepts in `license:` (the subset an SPDX id can map to).
 _HF_LICENSES = {
-    "apache-2.0", "mit", "afl-3.0", "artistic-2.0", "bsl-1.0", "bsd-2-clause", "bsd-3-clause",
-    "bsd-3-clause-clear", "cc0-1.0", "cc-by-2.0", "cc-by-2.5", "cc-by-3.0", "cc-by-4.0",
-    "cc-by-sa-3.0", "cc-by-sa-4.0", "cc-by-nc-2.0", "cc-by-nc-3.0", "cc-by-nc-4.0", "cc-by-nd-4.0",
-    "cc-by-nc-nd-3.0", "cc-by-nc-nd-4.0", "cc-by-nc-sa-2.0", "cc-by-nc-sa-3.0", "cc-by-nc-sa-4.0",
-    "cdla-sharing-1.0", "cdla-permissive-1.0", "cdla-permissive-2.0", "wtfpl", "ecl-2.0", "epl-1.0",
-    "epl-2.0", "etalab-2.0", "eupl-1.1", "eupl-1.2", "agpl-3.0", "gpl-2.0", "gpl-3.0", "lgpl-2.1",
-    "lgpl-3.0", "isc", "lppl-1.3c", "ms-pl", "mpl-2.0", "osl-3.0", "postgresql", "ofl-1.1", "ncsa",
-    "unlicense", "zlib", "pddl", "odc-by", "odbl",
+    "apache-2.0",
+    "mit",
+    "afl-3.0",
+    "artistic-2.0",
+    "bsl-1.0",
+    "bsd-2-clause",
+    "bsd-3-clause",
+    "bsd-3-clause-clear",
+    "cc0-1.0",
+    "cc-by-2.0",
+    "cc-by-2.5",
+    "cc-by-3.0",
+    "cc-by-4.0",
+    "cc-by-sa-3.0",
+    "cc-by-sa-4.0",
+    "cc-by-nc-2.0",
+    "cc-by-nc-3.0",
+    "cc-by-nc-4.0",
+    "cc-by-nd-4.0",
+    "cc-by-nc-nd-3.0",
+    "cc-by-nc-nd-4.0",
+    "cc-by-nc-sa-2.0",
+    "cc-by-nc-sa-3.0",
+    "cc-by-nc-sa-4.0",
+    "cdla-sharing-1.0",
+    "cdla-permissive-1.0",
+    "cdla-permissive-2.0",
+    "wtfpl",
+    "ecl-2.0",
+    "epl-1.0",
+    "epl-2.0",
+    "etalab-2.0",
+    "eupl-1.1",
+    "eupl-1.2",
+    "agpl-3.0",
+    "gpl-2.0",
+    "gpl-3.0",
+    "lgpl-2.1",
+    "lgpl-3.0",
+    "isc",
+    "lppl-1.3c",
+    "ms-pl",
+    "mpl-2.0",
+    "osl-3.0",
+    "postgresql",
+    "ofl-1.1",
+    "ncsa",
+    "unlicense",
+    "zlib",
+    "pddl",
+    "odc-by",
+    "odbl",
 }
 _SPDX_ALIASES = {
-    "ODC-By-1.0": "odc-by", "ODbL-1.0": "odbl", "PDDL-1.0": "pddl", "OFL-1.1": "ofl-1.1",
-    "LPPL-1.3c": "lppl-1.3c", "MS-PL": "ms-pl",
+    "ODC-By-1.0": "odc-by",
+    "ODbL-1.0": "odbl",
+    "PDDL-1.0": "pddl",
+    "OFL-1.1": "ofl-1.1",
+    "LPPL-1.3c": "lppl-1.3c",
+    "MS-PL": "ms-pl",
 }
 
 
@@ -49,18 +103,34 @@ def hf_license(spdx: str, license_link: str | None = None) -> dict[str, str]:
     return {"license": "other", "license_name": name, "license_link": license_link or "README.md#licence"}
 
 
+TOP_SOURCES = 50  # rows the README lists; the rest are in sources.parquet
+
+
 def _cell(value: Any) -> str:
     """A value safe inside a markdown table cell."""
     text = ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else ("" if value is None else str(value))
     return re.sub(r"\s+", " ", text).replace("|", "\\|").strip()
 
 
-def _holders(row: SourceRow) -> str:
-    return "; ".join(f"{h.name} ({h.role}, {h.right} {h.share:g}%)" for h in row.rights_holders)
+def _holders(holders: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{h['name']} ({h['role']}, {h['right']} {h['share']:g}%)" for h in holders)
 
 
 def _fmt_seconds(s: float) -> str:
     return f"{s:,.1f}"
+
+
+def top_sources(table: pa.Table, limit: int, *, by: str = "seconds") -> list[dict[str, Any]]:
+    """The first `limit` rows by seconds seen (descending) or by recording id, as dicts.
+    O(rows): a top-k selection, never a full sort or a full conversion to Python."""
+    keys = [("recording_id", "ascending"), ("seen_by", "ascending")]
+    if by == "seconds":
+        keys.insert(0, ("seconds_seen", "descending"))
+    if limit <= 0 or table.num_rows == 0:
+        return []
+    top = pc.select_k_unstable(table, k=min(limit, table.num_rows), sort_keys=keys)
+    top = table.take(top)
+    return top.take(pc.sort_indices(top, sort_keys=keys)).to_pylist()
 
 
 _TEMPLATE = """---
@@ -77,42 +147,52 @@ _TEMPLATE = """---
 | Created | {{ created }} |
 | Relation | {{ c.lineage.relation }} from `{{ c.lineage.base_model.id }}` ({{ c.lineage.base_model.kind }}) |
 | Snapshot | `{{ c.snapshot.snapshot_id }}` (Merkle root `{{ c.snapshot.merkle_root[:16] }}…`) |
-| Consent ledger | head #{{ c.snapshot.ledger_head_seq }} `{{ c.snapshot.ledger_head_hash[:16] }}…`, cleared {{ cleared }} |
-| Policy | {{ c.snapshot.policy.name }}: {{ c.snapshot.policy.purposes | join(", ") }} in {{ c.snapshot.policy.territory }} |
-| Code | `{{ c.identity.code_commit }}`{% if c.identity.code_dirty %} (uncommitted changes){% endif %}, lab {{ c.identity.lab_version }}, seed {{ c.identity.seed }} |
+| Consent ledger | {{ ledger }} |
+| Policy | {{ policy }} |
+| Code | {{ code }} |
 | data_card.json sha256 | `{{ card_sha }}` |
+| sources.parquet sha256 | `{{ c.sources.sha256 }}` ({{ c.sources.rows }} rows) |
 
 ## Training data
 
 Only recordings whose rights holders granted consent for this use were fed to the model.
-{{ c.sources | length }} recording(s), {{ total_seconds }} s of audio seen ({{ c.exposure.samples }} samples, {{ c.exposure.tokens }} tokens).
+This run saw {{ c.sources.own_rows }} recording(s), {{ total_seconds }} s of audio
+({{ c.exposure.samples }} samples, {{ c.exposure.tokens }} tokens).
+Every source, with its rights holders, shares, grants, terms and seconds seen, is a row of
+`sources.parquet` (`pandas.read_parquet("sources.parquet")`, or `lab card show <this folder>`).
 
-{% if c.sources %}| Recording | Artists | Rights holders | Licence | Seconds seen | Credit |
+{% if rows %}{% if more %}The {{ rows | length }} recordings seen longest:
+
+{% endif %}| Recording | Artists | Rights holders | Licence | Seconds seen | Credit |
 |---|---|---|---|---:|---|
-{% for r in rows %}| {{ r.title }} (`{{ r.id }}`{% if r.isrc %}, ISRC {{ r.isrc }}{% endif %}) | {{ r.artists }} | {{ r.holders }} | {{ r.licence }} | {{ r.seconds }} | {{ r.credit }} |
-{% endfor %}{% else %}No recordings: the weights carry no licensed audio.
+{% for r in rows %}{{ r }}
+{% endfor %}{% if more %}
+… and {{ more }} more in `sources.parquet`.
+{% endif %}{% else %}No recordings: this run fed the weights no licensed audio.
 {% endif %}
 {% if inherited %}
 ### Inherited from the base checkpoint
 
-`{{ c.lineage.parent_checkpoint.checkpoint_id }}` (data card sha256 `{{ c.lineage.parent_checkpoint.data_card_sha256 }}`) was trained on:
+`{{ c.lineage.parent_checkpoint.checkpoint_id }}`
+(data card sha256 `{{ c.lineage.parent_checkpoint.data_card_sha256 }}`) and its ancestors
+were trained on {{ inherited.rows }} recording(s), {{ inherited_seconds }} s seen; their rows are in
+`sources.parquet` with `seen_by` naming the checkpoint that saw them ({{ inherited.seen_by | join(", ") }}).
 
-| Recording | Artists | Rights holders | Licence | Seconds seen | Credit |
-|---|---|---|---|---:|---|
-{% for r in inherited %}| {{ r.title }} (`{{ r.id }}`{% if r.isrc %}, ISRC {{ r.isrc }}{% endif %}) | {{ r.artists }} | {{ r.holders }} | {{ r.licence }} | {{ r.seconds }} | {{ r.credit }} |
-{% endfor %}{% endif %}
-Base model: `{{ c.lineage.base_model.id }}`, licence {{ c.lineage.base_model.licence }}; declared training data: {{ c.lineage.base_model.declared_training_data }}.
+{% endif %}
+Base model: `{{ c.lineage.base_model.id }}`, licence {{ c.lineage.base_model.licence }};
+declared training data: {{ c.lineage.base_model.declared_training_data }}.
 
 ## Intended uses
 
-Derived from every grant behind these weights (the intersection of what each allows):
+Derived from every grant behind these weights, inherited ones included (the intersection of what each allows):
 
 - Purposes: {{ v.purposes | join(", ") if v.purposes else "none" }}
 - Territories: {{ territories }}
 - Valid until: {{ expiry }}
 - When a grant ends: {{ v.on_termination or "n/a" }}
 
-Any other use is out of scope. Consent can be revoked after this card was written; `lab audit` checks the ledger as it is now.
+Any other use is out of scope. Consent can be revoked after this card was written;
+`lab audit` checks the ledger as it is now.
 
 ## Exclusions
 
@@ -125,7 +205,8 @@ Any other use is out of scope. Consent can be revoked after this card was writte
 {% endif %}
 ## Licence
 
-These weights are released under `{{ licence }}`. The recordings they were trained on stay under their own licences and grants (table above); credit lines are those the grants require.
+These weights are released under `{{ licence }}`. The recordings they were trained on stay under
+their own licences and grants (`sources.parquet`); credit lines are those the grants require.
 
 ## How to verify
 
@@ -133,20 +214,28 @@ These weights are released under `{{ licence }}`. The recordings they were train
 lab audit <this folder>
 ```
 
-checks `model.sig` (OpenSSF model-signing over every file), that `data_card.json` hashes to the sha256 above, and that consent held at training time and still holds now.
+checks `model.sig` (OpenSSF model-signing over every file), that `data_card.json` hashes to the
+sha256 above and `sources.parquet` to the sha256 the card names, and that consent held at training
+time and still holds now.
 """
 
 
-def _row(r: SourceRow) -> dict[str, str]:
-    return {
-        "id": _cell(r.recording_id), "title": _cell(r.title), "isrc": _cell(r.isrc), "artists": _cell(r.artists),
-        "holders": _cell(_holders(r)), "licence": _cell(r.licence), "seconds": _fmt_seconds(r.seconds_seen),
-        "credit": _cell(r.credit),
-    }
+def _row(r: dict[str, Any]) -> str:
+    """One line of the README's sources table."""
+    isrc = f", ISRC {_cell(r['isrc'])}" if r["isrc"] else ""
+    cells = [
+        f"{_cell(r['title'])} (`{_cell(r['recording_id'])}`{isrc})",
+        _cell(r["artists"]),
+        _cell(_holders(r["rights_holders"])),
+        _cell(r["licence"]),
+        _fmt_seconds(r["seconds_seen"]),
+        _cell(r["credit"]),
+    ]
+    return "| " + " | ".join(cells) + " |"
 
 
 def model_card(
-    card: DataCard,
+    bundle: CardBundle,
     *,
     license: str,
     base_model: str | None,
@@ -154,15 +243,18 @@ def model_card(
     data_card_sha256: str | None = None,
     license_link: str | None = None,
     model_name: str | None = None,
+    top: int = TOP_SOURCES,
 ) -> str:
-    """README.md for a checkpoint folder: Hub YAML metadata + a summary of the data card.
+    """README.md for a checkpoint folder: Hub YAML metadata + a summary of the data card with the
+    `top` sources by seconds seen (the rest are in sources.parquet).
 
     license: SPDX expression for the weights. base_model: a Hub id (omitted when None).
-    data_card_sha256: defaults to the sha256 of `dump_card(card)`, i.e. of the file `write_card` writes.
+    data_card_sha256: defaults to the sha256 data_card.json will have once written.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
-    card_sha = data_card_sha256 or bytes_sha256(card)
+    card = bundle.card
+    card_sha = data_card_sha256 or card_bytes_sha256(card)
     all_tags = list(dict.fromkeys([*DEFAULT_TAGS, *tags]))
     relation = {"finetune": "finetune", "adapter": "adapter"}.get(card.lineage.relation)
     lab_meta = {
@@ -174,6 +266,8 @@ def model_card(
         "ledger_head_hash": card.snapshot.ledger_head_hash,
         "data_card": "data_card.json",
         "data_card_sha256": card_sha,
+        "sources": card.sources.file,
+        "sources_sha256": card.sources.sha256,
         "signature": "model.sig",
         "licence_expression": license,
     }
@@ -195,11 +289,15 @@ def model_card(
         card.lineage.relation
     ]
     summary = (
-        f"A MusicGen checkpoint {verb} by `lab` on {len(card.sources)} consent-cleared recording(s) "
+        f"A MusicGen checkpoint {verb} by `lab` on {card.sources.own_rows} consent-cleared recording(s) "
         f"from the `{card.snapshot.catalog}` catalogue ({_fmt_seconds(seen)} s of audio seen). "
         "The machine-readable record of what it was trained on, and under which consent, is "
-        "`data_card.json`; `model.sig` signs every file in this folder."
+        "`data_card.json` with its rows in `sources.parquet`; `model.sig` signs every file in this folder."
     )
+    rows = top_sources(bundle.own_sources(), top)
+    cleared = card.snapshot.cleared_at.isoformat().replace("+00:00", "Z")
+    policy = card.snapshot.policy
+    inherited = card.lineage.inherited_sources
     rendered = ModelCard.from_template(
         data,
         template_str=_TEMPLATE,
@@ -207,14 +305,22 @@ def model_card(
         summary=summary,
         c=card,
         v=v,
-        rows=[_row(r) for r in card.sources],
-        inherited=[_row(r) for r in card.lineage.inherited_sources],
+        rows=[_row(r) for r in rows],
+        more=max(card.sources.own_rows - len(rows), 0),
+        inherited=inherited,
+        inherited_seconds=_fmt_seconds(inherited.total_seconds) if inherited else "",
         created=card.identity.created_at.isoformat().replace("+00:00", "Z"),
-        cleared=card.snapshot.cleared_at.isoformat().replace("+00:00", "Z"),
+        cleared=cleared,
         expiry=v.earliest_expiry.date().isoformat() if v.earliest_expiry else "no expiry",
         territories="worldwide" if v.territories == ["WW"] else (", ".join(v.territories) or "none"),
         total_seconds=_fmt_seconds(seen),
         exclusions=sorted(card.exclusions.items()),
+        ledger=f"head #{card.snapshot.ledger_head_seq} `{card.snapshot.ledger_head_hash[:16]}…`, cleared {cleared}",
+        policy=f"{policy.name}: {', '.join(policy.purposes)} in {policy.territory}",
+        code=(
+            f"`{card.identity.code_commit}`{' (uncommitted changes)' if card.identity.code_dirty else ''}, "
+            f"lab {card.identity.lab_version}, seed {card.identity.seed}"
+        ),
         card_sha=card_sha,
         licence=license,
     )
@@ -260,49 +366,50 @@ CROISSANT_CONTEXT: dict[str, Any] = {
     "transform": "cr:transform",
 }
 
-_FIELDS = (
-    ("recording_id", "sc:Text", "catalogue id of the recording"),
-    ("isrc", "sc:Text", "ISRC of the recording"),
-    ("title", "sc:Text", "title"),
-    ("artists", "sc:Text", "performing artists, comma separated"),
-    ("audio_sha256", "sc:Text", "sha256 of the audio file as ingested"),
-    ("licence", "sc:Text", "SPDX licence expression (LicenseRef-lab-* = a signed contract)"),
-    ("grant_ids", "sc:Text", "consent grants in the rights ledger, comma separated"),
-    ("rights_holders", "sc:Text", "rights holders with role, right and share"),
-    ("seconds_seen", "sc:Float", "seconds of this recording the model saw"),
-    ("credit", "sc:Text", "attribution the grant requires"),
-)
+_DATA_TYPES = {"string": "sc:Text", "double": "sc:Float", "timestamp[us, tz=UTC]": "sc:Date"}
 
 
-def croissant(card: DataCard) -> dict[str, Any]:
-    """A minimal Croissant 1.0 JSON-LD description of the training data actually used.
+def _field(rs: str, name: str, dtype: pa.DataType, description: str) -> dict[str, Any]:
+    """A Croissant field reading one column of sources.parquet (lists are `repeated`)."""
+    field: dict[str, Any] = {
+        "@type": "cr:Field",
+        "@id": f"{rs}/{name}",
+        "name": name,
+        "description": description,
+        "source": {"fileObject": {"@id": SOURCES_FILE}, "extract": {"column": name}},
+    }
+    if pa.types.is_list(dtype):
+        field["repeated"] = True
+        dtype = dtype.value_type
+    if pa.types.is_struct(dtype):
+        field["subField"] = [
+            {
+                "@type": "cr:Field",
+                "@id": f"{rs}/{name}/{f.name}",
+                "name": f.name,
+                "dataType": _DATA_TYPES.get(str(f.type), "sc:Text"),
+                "source": {"fileObject": {"@id": SOURCES_FILE}, "extract": {"column": name}},
+            }
+            for f in dtype
+        ]
+    else:
+        field["dataType"] = _DATA_TYPES.get(str(dtype), "sc:Text")
+    return field
 
-    The audio itself is not distributed, so the record set carries the sources inline (`data`),
-    keyed by field id; responsible-AI facts go in the `rai:` properties.
+
+def croissant(bundle: CardBundle) -> dict[str, Any]:
+    """A Croissant 1.0 JSON-LD description of the training data actually used.
+
+    The audio itself is not distributed; the record set describes the columns of sources.parquet
+    (a FileObject with its sha256), so the document stays the same size at any number of sources.
+    Responsible-AI facts go in the `rai:` properties.
     """
+    card = bundle.card
     snap = card.snapshot
     v = card.validity
     rs = "sources"
-    fields = [
-        {"@type": "cr:Field", "@id": f"{rs}/{name}", "name": name, "description": desc, "dataType": dtype}
-        for name, dtype, desc in _FIELDS
-    ]
-    rows = [
-        {
-            f"{rs}/recording_id": r.recording_id,
-            f"{rs}/isrc": r.isrc or "",
-            f"{rs}/title": r.title,
-            f"{rs}/artists": ", ".join(r.artists),
-            f"{rs}/audio_sha256": r.audio_sha256,
-            f"{rs}/licence": r.licence,
-            f"{rs}/grant_ids": ", ".join(r.grant_ids),
-            f"{rs}/rights_holders": _holders(r),
-            f"{rs}/seconds_seen": r.seconds_seen,
-            f"{rs}/credit": r.credit,
-        }
-        for r in card.sources
-    ]
-    licences = sorted({r.licence for r in card.sources})
+    licences = pc.unique(bundle.sources["licence"])
+    licences = sorted(licences.to_pylist()) if len(licences) <= 100 else ["see sources.parquet (licence column)"]
     excluded = ", ".join(f"{k}: {n}" for k, n in sorted(card.exclusions.items())) or "none"
     territories = "worldwide" if v.territories == ["WW"] else (", ".join(v.territories) or "none")
     return {
@@ -312,9 +419,10 @@ def croissant(card: DataCard) -> dict[str, Any]:
         "@id": f"urn:lab:snapshot:{snap.snapshot_id}:{card.identity.checkpoint_id}",
         "name": f"{snap.catalog}-{snap.snapshot_id}-{card.identity.checkpoint_id}",
         "description": (
-            f"The {len(card.sources)} recording(s) from the '{snap.catalog}' catalogue that checkpoint "
-            f"{card.identity.checkpoint_id} (step {card.identity.step}) was trained on, cleared under policy "
-            f"'{snap.policy.name}' as snapshot {snap.snapshot_id}."
+            f"The {card.sources.rows} recording(s) that checkpoint {card.identity.checkpoint_id} "
+            f"(step {card.identity.step}) was trained on ({card.sources.own_rows} by its own run, from the "
+            f"'{snap.catalog}' catalogue cleared under policy '{snap.policy.name}' as snapshot {snap.snapshot_id}; "
+            f"{card.sources.inherited_rows} inherited from its base checkpoint)."
         ),
         "url": f"urn:lab:snapshot:{snap.snapshot_id}",
         "identifier": snap.merkle_root,
@@ -341,15 +449,26 @@ def croissant(card: DataCard) -> dict[str, Any]:
             "Consent can be revoked or expire; revocations are new ledger events and `lab audit` "
             f"re-checks checkpoints against the ledger. On termination: {v.on_termination or 'n/a'}."
         ),
+        "distribution": [
+            {
+                "@type": "cr:FileObject",
+                "@id": SOURCES_FILE,
+                "name": SOURCES_FILE,
+                "description": "one row per recording a checkpoint in this lineage saw (Parquet, lab.source_row/1)",
+                "contentUrl": SOURCES_FILE,
+                "contentSize": f"{card.sources.bytes} B",
+                "encodingFormat": "application/x-parquet",
+                "sha256": card.sources.sha256,
+            }
+        ],
         "recordSet": [
             {
                 "@type": "cr:RecordSet",
                 "@id": rs,
                 "name": rs,
-                "description": "one row per recording actually fed to the model",
-                "key": {"@id": f"{rs}/recording_id"},
-                "field": fields,
-                "data": rows,
+                "description": "one row per (recording, checkpoint that saw it)",
+                "key": [{"@id": f"{rs}/recording_id"}, {"@id": f"{rs}/seen_by"}],
+                "field": [_field(rs, name, dtype, desc) for name, dtype, _, desc in COLUMNS],
             }
         ],
     }

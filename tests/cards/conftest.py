@@ -1,105 +1,223 @@
-"""Fixtures for lab.cards: a small valid data card, and signing keys made once per session."""
+"""Fixtures for lab.cards: a small snapshot (arrow tables, as lab.snapshot reads them), a card built
+from it, and signing keys made once per session."""
 
 from __future__ import annotations
 
-import copy
 import hashlib
+from datetime import datetime, timezone
+from types import SimpleNamespace
 
+import pyarrow as pa
 import pytest
 
+S, L = pa.string(), pa.list_(pa.string())
+PARTY = pa.struct([("name", S), ("role", S), ("right", S), ("share", pa.float64()), ("party_id", S)])
+GRANTS_SCHEMA = pa.schema(
+    [
+        ("grant_id", S),
+        ("version", pa.int64()),
+        ("seq", pa.int64()),
+        ("licence", S),
+        ("parties", pa.list_(PARTY)),
+        ("purposes", L),
+        ("territories", L),
+        ("valid_until", pa.timestamp("us", tz="UTC")),
+        ("on_termination", S),
+        ("attribution", S),
+        ("compensation", S),
+    ]
+)
+ITEMS_SCHEMA = pa.schema(
+    [
+        ("recording_id", S),
+        ("isrc", S),
+        ("title", S),
+        ("artists", L),
+        ("description", S),
+        ("audio_path", S),
+        ("audio_sha256", S),
+        ("duration_s", pa.float64()),
+        ("sample_rate", pa.int64()),
+        ("channels", pa.int64()),
+        ("grant_ids", L),
+        ("digest", S),
+    ]
+)
 
-def _h(text: str) -> str:
+
+def h(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def source(rid: str, *, purposes=("ai_generative_training", "ai_training"), territories=("WW",),
-           valid_until="2027-12-31T00:00:00Z", on_termination="retain", seconds=12.5,
-           licence="CC-BY-4.0") -> dict:
-    gid = f"G-{rid}"
+def utc(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+
+
+def grant(
+    gid: str,
+    *,
+    seq: int,
+    licence="CC-BY-4.0",
+    purposes=("ai_generative_training", "ai_training"),
+    territories=("WW",),
+    valid_until="2027-12-31",
+    on_termination="retain",
+    attribution="",
+    parties=None,
+) -> dict:
+    parties = parties or [
+        {"name": "Example Records", "role": "master_owner", "right": "master", "share": 100.0, "party_id": None},
+        {
+            "name": "Ada Example",
+            "role": "composer",
+            "right": "composition",
+            "share": 60.0,
+            "party_id": "IPI:00012345678",
+        },
+        {
+            "name": "Example Music Publishing",
+            "role": "publisher",
+            "right": "composition",
+            "share": 40.0,
+            "party_id": None,
+        },
+    ]
     return {
-        "recording_id": rid,
-        "isrc": "GBLAB2600001",
-        "title": f"Song {rid} | take 1",
-        "artists": ["Ada Example"],
-        "audio_sha256": _h(rid),
-        "rights_holders": [
-            {"name": "Example Records", "role": "master_owner", "right": "master", "share": 100.0, "grant_id": gid},
-            {"name": "Ada Example", "role": "composer", "right": "composition", "share": 60.0, "grant_id": gid},
-            {"name": "Example Music Publishing", "role": "publisher", "right": "composition", "share": 40.0,
-             "grant_id": gid},
-        ],
+        "grant_id": gid,
+        "version": 1,
+        "seq": seq,
         "licence": licence,
-        "grant_ids": [gid],
+        "parties": parties,
         "purposes": list(purposes),
         "territories": list(territories),
-        "valid_until": valid_until,
+        "valid_until": utc(valid_until),
         "on_termination": on_termination,
-        "seconds_seen": seconds,
-        "credit": f"'Song {rid}' by Ada Example, courtesy of Example Records",
+        "attribution": attribution,
+        "compensation": "{}",
     }
 
 
-def card_dict(sources=None) -> dict:
-    sources = [source("demo-0001"), source("demo-0002", territories=("GB", "FR"), seconds=7.5,
-                                            valid_until="2027-06-30T00:00:00Z", on_termination="retrain",
-                                            licence="LicenseRef-lab-catalogue-deal")] if sources is None else sources
+def item(rid: str, grant_ids, *, isrc: str | None = "GBLAB2600001") -> dict:
     return {
-        "schema": "lab.data_card/1",
-        "identity": {
-            "checkpoint_id": "run-abc.step-000200",
-            "created_at": "2026-11-23T17:05:00Z",
-            "step": 200,
-            "code_commit": "26a6d6c",
-            "code_dirty": False,
-            "config_digest": _h("config"),
-            "seed": 1234,
-            "lab_version": "0.1.0",
-        },
-        "lineage": {
-            "base_model": {
-                "id": "facebook/musicgen-small",
-                "digest": _h("weights"),
-                "licence": "CC-BY-NC-4.0",
-                "declared_training_data": "Meta's licensed music (ShutterStock, Pond5, internal)",
-                "card": {"path": None, "sha256": None, "summary": "MusicGen small, 300M"},
-                "kind": "local_pretrained",
-            },
-            "parent_checkpoint": None,
-            "relation": "finetune",
-            "inherited_sources": [],
-        },
-        "snapshot": {
-            "snapshot_id": "snap-0123456789abcdef",
-            "merkle_root": _h("root"),
-            "ledger_head_seq": 42,
-            "ledger_head_hash": _h("head"),
-            "policy": {
-                "name": "research",
-                "purposes": ["ai_generative_training"],
-                "territory": "GB",
-                "accept_licence_classes": ["permissive", "contract", "non_commercial"],
-                "digest": _h("policy"),
-            },
-            "cleared_at": "2026-11-23T17:00:00Z",
-            "catalog": "demo",
-        },
-        "sources": sources,
-        "exclusions": {"revoked": 2, "no_grant": 1},
-        "exposure": {"total_seconds": sum(s["seconds_seen"] for s in sources), "samples": 10, "tokens": 5000},
+        "recording_id": rid,
+        "isrc": isrc,
+        "title": f"Song {rid} | take 1",
+        "artists": ["Ada Example"],
+        "description": "warm piano",
+        "audio_path": f"{rid}.wav",
+        "audio_sha256": h(rid),
+        "duration_s": 8.0,
+        "sample_rate": 32000,
+        "channels": 1,
+        "grant_ids": list(grant_ids),
+        "digest": h("d" + rid),
     }
 
 
-@pytest.fixture
-def raw_card() -> dict:
-    """A valid card as a dict, validity omitted (the model derives it)."""
-    return copy.deepcopy(card_dict())
+def snapshot(items: list[dict], grants: list[dict], *, catalog="demo", excluded=None) -> SimpleNamespace:
+    """An object with the attributes lab.snapshot.Snapshot has (what build_card reads)."""
+    return SimpleNamespace(
+        snapshot_id="snap-0123456789abcdef",
+        merkle_root=h("root"),
+        cleared_at=datetime(2026, 11, 23, 17, tzinfo=timezone.utc),
+        catalog={"name": catalog, "root": "/x", "manifest_sha256": h("manifest")},
+        policy={
+            "name": "research",
+            "purposes": ["ai_generative_training"],
+            "territory": "GB",
+            "accept_licence_classes": ["permissive", "contract"],
+            "contracts": {},
+            "digest": h("policy"),
+        },
+        ledger={"head_seq": 42, "head_hash": h("head")},
+        counts={"items": len(items), "cleared": len(items), "excluded": excluded or {"revoked": 2, "no_grant": 1}},
+        items=pa.Table.from_pylist(items, schema=ITEMS_SCHEMA),
+        grants=pa.Table.from_pylist(grants, schema=GRANTS_SCHEMA),
+    )
+
+
+def demo_snapshot() -> SimpleNamespace:
+    """Three recordings: one plain grant, one under a catalogue deal, one cleared by two grants."""
+    grants = [
+        grant("G-0001", seq=3, attribution="'Song demo-0001' courtesy of Example Records"),
+        grant(
+            "G-deal",
+            seq=5,
+            licence="LicenseRef-lab-catalogue-deal",
+            territories=("GB", "FR"),
+            valid_until="2027-06-30",
+            on_termination="retrain",
+        ),
+        grant(
+            "G-0003a",
+            seq=7,
+            purposes=("ai_training", "ai_generative_training", "commercial_output"),
+            territories=("GB", "FR", "DE"),
+            valid_until=None,
+            on_termination="retire",
+            attribution="credit A",
+            parties=[{"name": "Old Label", "role": "label", "right": "master", "share": 100.0, "party_id": None}],
+        ),
+        grant(
+            "G-0003b",
+            seq=9,
+            licence="CC-BY-NC-4.0",
+            purposes=("ai_generative_training", "eval_only"),
+            territories=("FR", "GB", "US"),
+            valid_until="2027-03-01",
+            attribution="credit B",
+            parties=[
+                {"name": "New Label", "role": "label", "right": "master", "share": 70.0, "party_id": None},
+                {"name": "Co Label", "role": "label", "right": "master", "share": 30.0, "party_id": None},
+            ],
+        ),
+    ]
+    items = [
+        item("demo-0001", ["G-0001"]),
+        item("demo-0002", ["G-deal"], isrc=None),
+        item("demo-0003", ["G-0003a", "G-0003b"]),
+        item("demo-0004", ["G-0001"]),
+    ]
+    return snapshot(items, grants)
+
+
+def lineage(**extra) -> dict:
+    return {
+        "base_model": {
+            "id": "facebook/musicgen-small",
+            "digest": h("weights"),
+            "licence": "CC-BY-NC-4.0",
+            "declared_training_data": "Meta's licensed music",
+            "kind": "local_pretrained",
+            "card": {"summary": "MusicGen small"},
+        },
+        "relation": "finetune",
+        **extra,
+    }
+
+
+def build(snap=None, seconds=None, *, checkpoint_id="run-abc-step-000200", lineage_=None, inherited=None):
+    from lab.cards import build_card
+
+    snap = snap or demo_snapshot()
+    seconds = {"demo-0001": 12.5, "demo-0002": 7.5, "demo-0003": 4.0, "demo-0004": 0.0} if seconds is None else seconds
+    return build_card(
+        snapshot=snap,
+        seconds_seen=seconds,
+        samples=10,
+        tokens=5000,
+        lineage=lineage_ or lineage(),
+        inherited=inherited,
+        checkpoint_id=checkpoint_id,
+        step=200,
+        config={"seed": 1},
+        seed=1,
+    )
 
 
 @pytest.fixture
-def card(raw_card):
-    from lab.cards.schema import DataCard
-
-    return DataCard.model_validate(raw_card)
+def bundle():
+    return build()
 
 
 @pytest.fixture(scope="session")
@@ -108,13 +226,3 @@ def keys(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("keys")
     return ensure_keypair(root / "a"), ensure_keypair(root / "b")
-
-
-@pytest.fixture
-def make_source():
-    return source
-
-
-@pytest.fixture
-def make_card_dict():
-    return card_dict

@@ -181,8 +181,10 @@ def test_signature_that_leaves_files_out_is_refused(signed, keys):
     """Validly signed by our key, but made (by another tool) to skip training_state/: lab refuses it."""
     from model_signing import hashing, signing
 
-    cfg = hashing.Config().use_file_serialization().set_ignored_paths(
-        paths=["model.sig", "training_state"], ignore_git_paths=False
+    cfg = (
+        hashing.Config()
+        .use_file_serialization()
+        .set_ignored_paths(paths=["model.sig", "training_state"], ignore_git_paths=False)
     )
     signing.Config().use_elliptic_key_signer(private_key=keys[0].private_path).set_hashing_config(cfg).sign(
         signed, signed / "model.sig"
