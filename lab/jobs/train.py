@@ -14,8 +14,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..cards.render import croissant, model_card
-from ..cards.schema import BaseCardRef, BaseModelRef, ParentCheckpoint, card_sha256, load_card, write_card
+from ..cards import build_card, card_sha256, load_card, write_card_files
+from ..cards.schema import BaseCardRef, BaseModelRef, Lineage, ParentCheckpoint
 from ..cards.signing import ensure_keypair, require_valid, sign_folder
 from ..catalog.store import load_catalog_table
 from ..data.codes import build_code_cache, load_item_audio
@@ -36,7 +36,6 @@ from ..rights.clearance import recheck
 from ..rights.ledger import Ledger
 from ..train.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
 from ..train.logging import WandbHooks, finish, init_wandb, log_artifact, plot_losses
-from ..train.provenance import build_data_card
 from ..train.trainer import Trainer, TrainerConfig, TrainerHooks
 from ..util.atomic import write_bytes
 from ..util.canonical import canonical_json
@@ -106,15 +105,16 @@ def _lab_checkpoint_lineage(path: Path, cfg: DictConfig, model) -> tuple[dict, s
         require_valid(path, pub)
     except Exception as exc:  # noqa: BLE001 - any failure means we cannot trust the parent's card
         raise TrainingRefused(f"base checkpoint {path} does not verify: {exc}") from None
-    parent = load_card(path / "data_card.json")
-    parent_sha = card_sha256(path / "data_card.json")
-    licences = sorted({s.licence for s in [*parent.sources, *parent.lineage.inherited_sources]})
+    bundle = load_card(path)
+    parent = bundle.card
+    parent_sha = card_sha256(path)
+    licences = sorted(set(bundle.sources["licence"].to_pylist()))
     base = BaseModelRef(
         id=str(cfg.model.get("id") or parent.identity.checkpoint_id), digest=model_digest(model),
         licence=str(cfg.model.get("licence") or (" AND ".join(licences) if licences else "none")),
         declared_training_data=f"lab checkpoint {parent.identity.checkpoint_id} (snapshot {parent.snapshot.snapshot_id})",
         card=BaseCardRef(path=str(path / "data_card.json"), sha256=parent_sha,
-                         summary=f"{len(parent.sources)} sources, {parent.exposure.total_seconds:.1f} s seen"),
+                         summary=f"{parent.sources.rows} sources, {parent.sources.total_seconds:.1f} s seen"),
         kind="lab_checkpoint")
     lineage = {
         "base_model": base,
@@ -122,7 +122,7 @@ def _lab_checkpoint_lineage(path: Path, cfg: DictConfig, model) -> tuple[dict, s
                                               data_card_sha256=parent_sha,
                                               path=str(path.resolve())),
         "relation": "finetune",
-        "inherited_sources": [*parent.lineage.inherited_sources, *parent.sources],
+        "inherited": bundle.sources,  # every row the parent carries (its own and its ancestors'), as a table
     }
     return lineage, base.licence
 
@@ -203,16 +203,16 @@ class ProvenanceHook(TrainerHooks):
             model = copy.deepcopy(model)
             merge_lora(model)
         save_model(model, self.tokenizer, staging_dir)
-        card = build_data_card(
+        lineage = {k: v for k, v in self.lineage.items() if k != "inherited"}
+        bundle = build_card(
             snapshot=self.snapshot, seconds_seen=total.totals(), samples=total.total_samples(),
-            tokens=total.total_tokens(), lineage=self.lineage, checkpoint_id=f"{self.run_name}-step-{step:06d}",
-            step=step, config=self.cfg, seed=int(self.cfg.get("seed", 0)))
-        card_path = write_card(card, staging_dir / "data_card.json")
-        base = card.lineage.base_model
-        write_bytes(staging_dir / "README.md", model_card(
-            card, license=self.licence, base_model=base.id if base.kind == "local_pretrained" else None,
-            data_card_sha256=card_sha256(card_path)).encode())
-        write_bytes(staging_dir / "croissant.json", canonical_json(croissant(card)))
+            tokens=total.total_tokens(), lineage=Lineage.model_validate(lineage),
+            inherited=self.lineage.get("inherited"), checkpoint_id=f"{self.run_name}-step-{step:06d}", step=step,
+            config=self.cfg,
+            seed=int(self.cfg.get("seed", 0)))
+        base = bundle.card.lineage.base_model
+        write_card_files(bundle, staging_dir, weights_licence=self.licence,
+                         base_model_hub_id=base.id if base.kind == "local_pretrained" else None)
         write_bytes(staging_dir / "config.lab.json", canonical_json(self.cfg))
 
     def seal_checkpoint(self, step: int, staging_dir: Path) -> None:
