@@ -31,8 +31,12 @@ def plain(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def _data_bytes(arr: pa.Array) -> np.ndarray:
+    """The bytes of a string array's values (of the slice only, not its whole buffer)."""
     buf = arr.buffers()[2]
-    return np.frombuffer(buf, dtype=np.uint8) if buf is not None else np.zeros(0, np.uint8)
+    if buf is None or not len(arr):
+        return np.zeros(0, np.uint8)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)
+    return np.frombuffer(buf, dtype=np.uint8)[offsets[arr.offset]:offsets[arr.offset + len(arr)]]
 
 
 def _needs_escape(data: np.ndarray) -> bool:
@@ -68,6 +72,13 @@ def json_str(arr: pa.Array | pa.ChunkedArray) -> Text:
     escape = len(arr) > 0 and _needs_escape(_data_bytes(arr))
     if not escape and not arr.null_count:
         return Raw(arr)
+    if escape:
+        enc = pc.dictionary_encode(arr)
+        if len(enc.dictionary) * 4 < len(arr):  # a few distinct values (a compensation, a caption): escape those
+            text = json_str(enc.dictionary)
+            text = pc.binary_join_element_wise('"', text.arr, '"', "") if isinstance(text, Raw) else text
+            out = text.take(enc.indices)
+            return out.fill_null("null") if out.null_count else out
     out = pc.binary_join_element_wise('"', arr, '"', "")
     if escape:
         need = pc.match_substring_regex(arr, r'[\x00-\x1f"\\]').fill_null(False)
