@@ -10,11 +10,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import orjson
 import pyarrow as pa
 import yaml
 
-from ..cards.schema import CardError, card_sha256, validate_card
+from ..cards import CardError, card_sha256, load_card
 from ..cards.signing import verify_folder
 from ..rights.clearance import recheck
 from ..rights.ledger import Ledger
@@ -63,19 +62,21 @@ def audit_checkpoint(folder: Path, *, public_key: Path, ledger: Ledger | None = 
                else "no COMPLETE marker: an interrupted write")
     sig = verify_folder(folder, public_key)
     report.add("signature", sig.ok, sig.reason if not sig.ok else f"{sig.files} files signed by {public_key.name}")
-    card = None
-    try:
-        card = validate_card(orjson.loads((folder / "data_card.json").read_bytes()))
-        report.add("data_card", True, f"valid against lab.data_card/1: {len(card.sources)} sources")
-    except (CardError, OSError, ValueError) as exc:
-        report.add("data_card", False, str(exc)[:500])
+    card = bundle = None
+    try:  # validated once: JSON Schema + pydantic for data_card.json, column-wise for sources.parquet (+ sha256)
+        bundle = load_card(folder)
+        card = bundle.card
+        report.add("data_card", True, f"valid {card.schema_id}: {card.sources.rows} sources "
+                   f"({card.sources.own_rows} own, {card.sources.inherited_rows} inherited) in {card.sources.file}")
+    except CardError as exc:
+        report.add("data_card", False, "; ".join(exc.errors)[:500])
     if (folder / "README.md").is_file() and card is not None:
         meta = _readme_meta(folder / "README.md").get("lab", {})
-        sha = card_sha256(folder / "data_card.json")
-        ok = meta.get("data_card_sha256") == sha and meta.get("snapshot") == card.snapshot.snapshot_id
-        report.add("model_card", ok, "README.md names this data card and snapshot" if ok else
-                   f"README.md says card {meta.get('data_card_sha256')} / snapshot {meta.get('snapshot')}, "
-                   f"folder has {sha} / {card.snapshot.snapshot_id}")
+        sha = card_sha256(folder)
+        said = (meta.get("data_card_sha256"), meta.get("sources_sha256"), meta.get("snapshot"))
+        have = (sha, card.sources.sha256, card.snapshot.snapshot_id)
+        report.add("model_card", said == have, "README.md names this data card, its sources and snapshot"
+                   if said == have else f"README.md says card / sources / snapshot {said}, folder has {have}")
     if card is None:
         return report
     parent = card.lineage.parent_checkpoint
@@ -90,13 +91,16 @@ def audit_checkpoint(folder: Path, *, public_key: Path, ledger: Ledger | None = 
         report.add("lineage", True, f"base {card.lineage.base_model.id} ({card.lineage.base_model.kind}), "
                    f"relation {card.lineage.relation}")
     if ledger is not None:
-        _consent_now(report, card, ledger, at)
+        _consent_now(report, bundle, ledger, at)
     return report
 
 
-def _consent_now(report: AuditReport, card, ledger: Ledger, at: datetime | None) -> None:
+def _consent_now(report: AuditReport, bundle, ledger: Ledger, at: datetime | None) -> None:
     """Would every source still clear today, under the policy the checkpoint was trained under?"""
-    sources = [*card.sources, *card.lineage.inherited_sources]
+    card = bundle.card
+    keys = ["recording_id", "isrc", "audio_sha256", "catalog"]  # own and inherited rows, each recording once
+    sources = bundle.sources.select(keys).group_by(keys, use_threads=False).aggregate([])
+    n = sources.num_rows
     head_seq, head_hash = card.snapshot.ledger_head_seq, card.snapshot.ledger_head_hash
     then = ledger.verify(deep=False, anchor=(head_seq, head_hash))
     report.add("ledger_then", then.ok, f"ledger still holds head {head_seq} ({head_hash[:12]}) the snapshot saw"
@@ -104,13 +108,10 @@ def _consent_now(report: AuditReport, card, ledger: Ledger, at: datetime | None)
     p = card.snapshot.policy
     policy = Policy(name=p.name, purposes=p.purposes, territory=p.territory,
                     accept_licence_classes=p.accept_licence_classes, contracts=p.contracts)
-    table = pa.table({
-        "recording_id": [s.recording_id for s in sources], "isrc": [s.isrc for s in sources],
-        "audio_sha256": [s.audio_sha256 for s in sources], "catalog": [card.snapshot.catalog] * len(sources),
-        "status": ["ok"] * len(sources), "reject_reason": pa.array([None] * len(sources), pa.string()),
-        "reject_detail": [""] * len(sources),
-    })
-    problems = recheck(table, ledger.frame(), policy, {s.recording_id: s.audio_sha256 for s in sources}, at)
+    table = sources.append_column("status", pa.repeat("ok", n)).append_column(
+        "reject_reason", pa.nulls(n, pa.string())).append_column("reject_detail", pa.repeat("", n))
+    expected = dict(zip(sources["recording_id"].to_pylist(), sources["audio_sha256"].to_pylist()))
+    problems = recheck(table, ledger.frame(), policy, expected, at)
     detail = "every source still clears" if not problems else "; ".join(
         f"{rid}: {reason}" for rid, (reason, _) in sorted(problems.items()))
     report.add("consent_now", not problems, detail)
