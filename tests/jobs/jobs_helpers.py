@@ -4,6 +4,7 @@ independent recount of what the loader yields."""
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import sys
@@ -167,8 +168,14 @@ def recount(cfg, snapshot_path: Path, base_dir: Path, steps: int, *, world_size:
             "samples": dict(sorted(samples.items())), "tokens": dict(sorted(tokens.items()))}
 
 
-def card_seconds(card: dict) -> dict[str, float]:
-    return {s["recording_id"]: float(s["seconds_seen"]) for s in card["sources"]}
+def card_seconds(folder: Path, seen_by: str | None = None) -> dict[str, float]:
+    """recording_id -> seconds_seen from a checkpoint's sources.parquet, for the rows `seen_by` saw
+    (default: the checkpoint itself, i.e. its own run)."""
+    import pyarrow.parquet as pq
+
+    seen_by = seen_by or json.loads((Path(folder) / "data_card.json").read_text())["identity"]["checkpoint_id"]
+    rows = pq.read_table(Path(folder) / "sources.parquet", columns=["recording_id", "seen_by", "seconds_seen"])
+    return {r["recording_id"]: float(r["seconds_seen"]) for r in rows.to_pylist() if r["seen_by"] == seen_by}
 
 
 def assert_same_seconds(got: dict[str, float], want: dict[str, float], tol: float = 1e-6) -> None:

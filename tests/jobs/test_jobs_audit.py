@@ -50,15 +50,13 @@ def test_interrupted_write_is_flagged(ckpt, demo):
 
 def test_revocation_after_training_fails_consent_now(shared_run, tmp_path):
     """A revocation recorded after training shows up, naming the recording, in a copy of the ledger."""
-    import orjson
-
+    import pyarrow.parquet as pq
     from jobs_helpers import make_demo
 
     env = make_demo(tmp_path / "demo2")
     last = shared_run.checkpoints[max(shared_run.checkpoints)]
-    card = orjson.loads((last / "data_card.json").read_bytes())
     # The shared run's card names the demo's grant ids; revoke one of them in this fresh ledger.
-    victim = card["sources"][0]
+    victim = pq.read_table(last / "sources.parquet").slice(0, 1).to_pylist()[0]
     ledger = Ledger(env.ledger_url)
     ledger.append(RevokeEvent(grant_id=victim["grant_ids"][0], reason="artist withdrew", effective_at=utcnow(),
                               issuer="test"))
