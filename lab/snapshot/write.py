@@ -183,9 +183,10 @@ def _terms_table(batch: Sequence[tuple[int, Any]]) -> pa.Table:
 def _grants_table(ids: pa.Array, seqs: np.ndarray, batches: Iterable[pa.Table]) -> pa.Table:
     """grants.parquet rows for the clearing grants (`ids`/`seqs` sorted by id) from `batches`
     (in that order, possibly with other seqs between them, which are skipped)."""
-    want = pa.array(seqs, pa.int64())
-    parts = [t.filter(pc.is_in(t["seq"], value_set=want)) for t in batches]
+    parts = list(batches)
     table = pa.concat_tables(parts) if parts else fmt.GRANTS_SCHEMA.empty_table()
+    if table.num_rows != len(seqs):  # candidates that clear nothing: one membership test for all
+        table = table.filter(pc.is_in(table["seq"], value_set=pa.array(seqs, pa.int64())))
     got = table["seq"].to_numpy()
     n = min(len(got), len(seqs))
     bad = np.flatnonzero(got[:n] != seqs[:n])
