@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lab.util import atomic
 from lab.util.canonical import sha256_file
@@ -32,8 +33,7 @@ class CardBundle:
     parquet: bytes | None = None
 
     def own_sources(self) -> pa.Table:
-        import pyarrow.compute as pc
-
+        """The rows this checkpoint's own run saw (seen_by = its id)."""
         return self.sources.filter(pc.equal(self.sources["seen_by"], self.card.identity.checkpoint_id))
 
 

@@ -255,7 +255,8 @@ def _require_schema_id(schema: dict[str, Any]) -> None:
         schema["required"].insert(0, "schema")
 
 
-def _close(a: float, b: float) -> bool:
+def seconds_close(a: float, b: float) -> bool:
+    """Equal up to float summation order (relative 1e-6, plus a millisecond)."""
     return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b)) + 1e-3
 
 
@@ -290,7 +291,7 @@ class DataCard(_Card):
                 f"sources.inherited_rows={s.inherited_rows} but lineage.inherited_sources says {inh.rows if inh else 0}"
             )
         inherited_seconds = inh.total_seconds if inh else 0.0
-        if not _close(s.total_seconds, self.exposure.total_seconds + inherited_seconds):
+        if not seconds_close(s.total_seconds, self.exposure.total_seconds + inherited_seconds):
             problems.append(
                 f"sources.total_seconds={s.total_seconds} but exposure + inherited = "
                 f"{self.exposure.total_seconds + inherited_seconds}"

@@ -29,7 +29,7 @@ from .schema import (
     TERRITORY_PATTERN,
     DataCard,
     Validity,
-    _close,
+    seconds_close,
 )
 
 ROLES = ("master_owner", "label", "publisher", "composer", "songwriter", "performer", "producer")
@@ -300,18 +300,18 @@ def sources_errors(table: pa.Table, card: DataCard, data: bytes | None = None) -
             f"sources: own rows from another catalogue than {card.snapshot.catalog}: {_ids(own, wrong_catalog)}"
         )
     got = summary(own)["total_seconds"]
-    if not _close(got, card.exposure.total_seconds):
+    if not seconds_close(got, card.exposure.total_seconds):
         errors.append(
             f"sources: own rows' seconds_seen add to {got}, exposure.total_seconds is {card.exposure.total_seconds}"
         )
     total = summary(table)["total_seconds"]
-    if not _close(total, ref.total_seconds):
+    if not seconds_close(total, ref.total_seconds):
         errors.append(f"sources: seconds_seen add to {total}, sources.total_seconds is {ref.total_seconds}")
     inh = card.lineage.inherited_sources
     if inherited.num_rows or inh is not None:
         got = summary(inherited)
         want = inh.model_dump() if inh else {"rows": 0, "total_seconds": 0.0, "seen_by": []}
-        if got["seen_by"] != want["seen_by"] or not _close(got["total_seconds"], want["total_seconds"]):
+        if got["seen_by"] != want["seen_by"] or not seconds_close(got["total_seconds"], want["total_seconds"]):
             errors.append(f"sources: inherited rows {got} do not match lineage.inherited_sources {want}")
     derived = derive_validity(table)
     if derived != card.validity:
