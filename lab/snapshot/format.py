@@ -17,6 +17,7 @@ spells every column out. The functions below compute the same bytes column-wise 
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Literal
 
@@ -113,12 +114,28 @@ def _chunks(n: int):
     return ((a, min(a + CHUNK, n)) for a in range(0, n, CHUNK))
 
 
+def _hashed(table: pa.Table, text, prefix: str = "") -> bytes:
+    """sha256 of `prefix` + `text(chunk, first row)` for every row, chunk by chunk. The next chunk's
+    text is built (pyarrow kernels, GIL released) on a thread while this one is hashed (Python)."""
+    out = bytearray()
+    spans = list(_chunks(table.num_rows))
+
+    def build(a: int, b: int) -> pa.Array:
+        t = text(table.slice(a, b - a), a)
+        return jc.concat([prefix, t]) if prefix else t
+
+    with ThreadPoolExecutor(1, thread_name_prefix="lab-snapshot-text") as pool:
+        ahead = pool.submit(build, *spans[0]) if spans else None
+        for k in range(len(spans)):
+            chunk = ahead.result()
+            ahead = pool.submit(build, *spans[k + 1]) if k + 1 < len(spans) else None
+            out += jc.sha256_each(chunk)
+    return bytes(out)
+
+
 def _leaves(table: pa.Table, text) -> bytes:
     """Leaf digests of `table`'s rows, `text(chunk, first row)` giving each row's canonical JSON."""
-    out = bytearray()
-    for a, b in _chunks(table.num_rows):
-        out += jc.sha256_each(jc.concat(["\x00", text(table.slice(a, b - a), a)]))
-    return bytes(out)
+    return _hashed(table, text, "\x00")
 
 
 def _party_text(parties: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -134,7 +151,7 @@ def grant_refs(grants: pa.Table) -> pa.Array:
     if not grants.num_rows:
         return pa.array([], pa.string())
 
-    def text(t: pa.Table) -> pa.Array:
+    def text(t: pa.Table, _first: int) -> pa.Array:
         return jc.json_object({
             "attribution": jc.json_str(t["attribution"]), "compensation": jc.json_str(t["compensation"]),
             "grant_id": jc.json_str(t["grant_id"]), "licence": jc.json_str(t["licence"]),
@@ -143,9 +160,7 @@ def grant_refs(grants: pa.Table) -> pa.Array:
             "territories": jc.json_str_list(t["territories"]), "valid_until": jc.json_each_distinct(t["valid_until"]),
             "version": jc.json_int(t["version"])})
 
-    digests = bytearray()
-    for a, b in _chunks(grants.num_rows):
-        digests += jc.sha256_each(text(grants.slice(a, b - a)))
+    digests = _hashed(grants, text)
     return pc.binary_join_element_wise(jc.plain(grants["grant_id"]), "@", pc.cast(jc.plain(grants["seq"]), _S),
                                        "#", jc.hex_column(bytes(digests)), "")
 
