@@ -4,7 +4,7 @@
 
 The real thing, built the way `lab train experiment=demo` builds it, in a throwaway LAB_HOME:
 the demo catalogue and ledger, a commercial snapshot, the tiny MusicGen from `configs/model/tiny.yaml`
-(`lab.jobs.train.build_model`: codebooks fitted on the snapshot, encoders frozen), the EnCodec code
+(`lab.recipes.train.TrainRecipe.setup_model`: codebooks fitted on the snapshot, encoders frozen), the EnCodec code
 cache, the job's collator, and batches from `iterate_batches` (sampler + collation, live, on both
 sides). Both sides start from one initialisation and consume the same batches:
 
@@ -58,7 +58,7 @@ from lab.cards.signing import ensure_keypair  # noqa: E402
 from lab.data.codes import build_code_cache  # noqa: E402
 from lab.data.loader import MusicgenCollator, iterate_batches, model_inputs  # noqa: E402
 from lab.snapshot import load_snapshot  # noqa: E402
-from lab.jobs.train import ProvenanceHook, build_model  # noqa: E402
+from lab.recipes.train import ProvenanceHook, TrainRecipe  # noqa: E402
 from lab.train.distributed import init_distributed  # noqa: E402
 from lab.train.trainer import Trainer, TrainerConfig, build_optimizer, build_scheduler  # noqa: E402
 
@@ -87,7 +87,7 @@ class Setup:
 
 
 def setup(work: Path, steps: int, batch_size: int) -> Setup:
-    """The demo, a commercial snapshot, the job's model, code cache, collator and hook, under `work`."""
+    """The demo, a commercial snapshot, and the train recipe's own model, code cache, batches and hook."""
     from lab.cli.demo import build_demo, compose
     from lab.jobs.clear import main as clear_main
 
@@ -95,40 +95,21 @@ def setup(work: Path, steps: int, batch_size: int) -> Setup:
     paths = [f"paths.home={home}", f"paths.experiments={experiments}", f"ledger_url=sqlite:///{home}/ledger.sqlite"]
     build_demo(home, f"sqlite:///{home}/ledger.sqlite")
     snap_path = clear_main(compose("clear", [*paths, "policy=commercial"])).snapshot_path
-    run_dir = work / "run"
     cfg = compose("train", [*paths, "experiment=demo", "policy=commercial", f"data.snapshot={snap_path}",
-                             "logger=none", f"run_dir={run_dir}", f"trainer.batch_size={batch_size}"])
-    snapshot = load_snapshot(snap_path)
-    dist = init_distributed(device="cpu")
-    model, tok, lineage, licence = build_model(cfg, snapshot, run_dir, dist)
-    cache = build_code_cache(snapshot, model.audio_encoder, home / "cache" / "codes",
-                             segment_seconds=float(cfg.data.segment_seconds))
+                             "logger=none", f"run_dir={work / 'run'}", f"trainer.batch_size={batch_size}"])
+    recipe = TrainRecipe(cfg, init_distributed(device="cpu"))
+    snapshot = recipe.setup_data()
+    model = recipe.setup_model().model
+    cache = recipe.setup_codes()
+    trainer_cfg = dataclasses.replace(recipe.setup_optimizer(), max_steps=steps, save_every=0, save_final=False,
+                                      progress=False, log_every=10,
+                                      warmup_steps=min(recipe.trainer_cfg.warmup_steps, steps // 4))
     dcfg = model.decoder.config
-    collator = MusicgenCollator(tok, num_codebooks=dcfg.num_codebooks, pad_token_id=dcfg.pad_token_id,
-                                max_text_len=int(cfg.data.max_text_len),
-                                decoder_start_token_id=dcfg.decoder_start_token_id)
-    tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_cfg = TrainerConfig.from_dict({k: v for k, v in tcfg.items() if k not in ("batch_size", "resume")}
-                                          | {"seed": int(cfg.seed)})
-    trainer_cfg = dataclasses.replace(trainer_cfg, max_steps=steps, save_every=0, save_final=False, progress=False,
-                                      log_every=10, warmup_steps=min(trainer_cfg.warmup_steps, steps // 4))
-
-    def batches(start_step: int) -> Iterator[dict[str, Any]]:
-        it = iterate_batches(cache, collator, batch_size, seed=int(cfg.seed), start_step=start_step)
-        return (b for _, _, b in it)
-
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    keys = ensure_keypair(home / "keys")
-
-    def hook() -> ProvenanceHook:
-        return ProvenanceHook(tokenizer=tok, snapshot=snapshot, lineage=lineage, licence=licence, cfg=resolved,
-                              run_name="bench", private_key=keys.private_path, lora=False)
-
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     info = {"params": sum(p.numel() for p in model.parameters()), "trainable": trainable,
             "segments": len(cache), "recordings": len(snapshot), "frames": int(cache[0]["frames"]),
             "codebooks": dcfg.num_codebooks}
-    return Setup(model, batches, trainer_cfg, hook, work / "runs", info)
+    return Setup(model, recipe.batches, trainer_cfg, lambda: ProvenanceHook(recipe=recipe), work / "runs", info)
 
 
 def train_modes(model: torch.nn.Module) -> None:

@@ -11,7 +11,7 @@ import typer
 
 from ..resources import CONFIG_PACKAGE
 from . import app
-from .hydra_apps import print_clear_summary
+from .hydra_apps import print_clear_summary, print_train_summary
 from .output import emit_json
 
 DEMO_CONSENT = ("Every recording was made for this demo and carries a consent record in the ledger built "
@@ -78,17 +78,13 @@ def demo_cmd(
                    f"dataset card: {built['dataset_card']}")
         print_clear_summary(summary)
     if train:
-        from ..jobs.train import main as train_main
+        from ..recipes.train import main as train_main
 
         tcfg = compose("train", ["experiment=demo", f"policy={policy}",
                                  f"data.snapshot={summary['path']}", *(overrides or [])], dirs)
-        out["training"] = train_main(tcfg)
+        out["training"] = train_main(tcfg).to_dict()
     if as_json:
         emit_json(out)
         return
     if "training" in out:
-        t = out["training"]
-        ckpt = t["last_checkpoint"]
-        typer.echo(f"trained {t['steps']} steps (final loss {t['final_loss']:.3f}) in {t['run_dir']}")
-        typer.echo(f"checkpoints: {t['run_dir']}/checkpoints   data card: {ckpt}/data_card.json")
-        typer.echo(f"audit it:    lab audit {ckpt}")
+        print_train_summary(out["training"])

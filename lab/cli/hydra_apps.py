@@ -88,10 +88,27 @@ def clear_cmd(ctx: typer.Context) -> None:
     run_hydra("clear", _clear_task, list(ctx.args))
 
 
-def _train_task(cfg) -> None:
-    from ..jobs.train import main
+def print_train_summary(summary: dict, as_json: bool = False) -> None:
+    """What a training run did and where it is: the closing lines of `lab train` and `lab demo`."""
+    if as_json:
+        emit_json(summary)
+        return
+    loss = f"{summary['final_loss']:.3f}" if summary.get("final_loss") is not None else "n/a"
+    rows = [["run folder", summary["run_dir"]], ["snapshot", summary["snapshot_id"]],
+            ["steps", f"{summary['start_step']} → {summary['steps']} (final loss {loss})"],
+            ["last checkpoint", summary["last_checkpoint"] or "none written"],
+            ["data card", summary["data_card"] or "none"]]
+    table("training run", ["", ""], rows)
+    if summary.get("audit"):
+        typer.echo(f"audit it: {summary['audit']}")
 
-    main(cfg)
+
+def _train_task(cfg) -> None:
+    from ..recipes.train import main
+
+    summary = main(cfg)
+    if summary is not None and int(os.environ.get("RANK", "0")) == 0:
+        print_train_summary(summary.to_dict(), bool(cfg.get("json", False)))
 
 
 @app.command("train", context_settings=_PASS_THROUGH, add_help_option=False)

@@ -87,7 +87,7 @@ def make_demo(root: Path, policy: str = "commercial") -> DemoEnv:
 
 
 def reset_hydra() -> None:
-    """Forget any HydraConfig a Hydra app run in this process left behind: `lab.jobs.train`
+    """Forget any HydraConfig a Hydra app run in this process left behind: the train recipe
     would otherwise take that old job's output dir as its run dir."""
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -97,11 +97,11 @@ def reset_hydra() -> None:
 
 
 def train(cfg) -> dict[str, Any]:
-    """`lab.jobs.train.main` in-process, the way the CLI runs it minus Hydra's output dir."""
-    from lab.jobs.train import main
+    """`lab.recipes.train.main` in-process, the way the CLI runs it minus Hydra's output dir."""
+    from lab.recipes.train import main
 
     reset_hydra()
-    return main(cfg)
+    return main(cfg).to_dict()
 
 
 @contextlib.contextmanager

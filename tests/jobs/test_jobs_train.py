@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from lab.cards import load_card
 from lab.cards.signing import ensure_keypair, verify_folder
 from lab.snapshot import load_snapshot
-from lab.jobs.train import TrainingRefused
+from lab.recipes.train import TrainingRefused
 from lab import checkpoint as ck
 
 from jobs_helpers import (
@@ -79,9 +79,14 @@ def _check_job_config(cfg) -> None:
     assert int(cfg.trainer.batch_size) >= 1 and isinstance(cfg.trainer.resume, bool)
     policy = policy_from_cfg(cfg.policy)
     assert policy.name == cfg.policy.name and policy.purposes
-    assert cfg.model.kind in ("tiny_from_config", "local_pretrained")
-    if cfg.model.kind == "tiny_from_config":
-        TinySpec(**resolved["model"]["spec"])
+    from hydra.utils import instantiate
+
+    from lab.recipes.base_model import LocalPretrained, TinyFromConfig
+
+    base = instantiate(cfg.model, _convert_="all")  # the recipe's own call: unknown keys raise
+    assert isinstance(base, (TinyFromConfig, LocalPretrained))
+    if isinstance(base, TinyFromConfig):
+        TinySpec(**base.spec)
     assert cfg.logger.mode in ("disabled", "offline", "online")
     assert float(cfg.data.segment_seconds) > 0 and int(cfg.data.max_text_len) > 0
 
@@ -148,7 +153,7 @@ def test_cli_prints_launcher_config(demo, tmp_path):
                           env=demo.env(), cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     job = yaml.safe_load(proc.stdout)
-    assert job["policy"]["name"] == "commercial" and job["model"]["kind"] == "tiny_from_config"
+    assert job["policy"]["name"] == "commercial" and job["model"]["_target_"].endswith("TinyFromConfig")
     assert not list(tmp_path.iterdir()), "--cfg must not create run folders"
 
 

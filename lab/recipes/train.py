@@ -1,0 +1,306 @@
+"""`lab train`: fine-tune MusicGen on a snapshot that still clears, writing signed, carded checkpoints.
+
+One recipe class, in the order the work happens (torchtune's shape): `setup_data` (the
+snapshot, re-checked against the ledger now), `setup_model` (the base, with declared
+lineage), `setup_codes` (the EnCodec code cache and collator), `setup_optimizer`,
+`setup_trainer`, `train`. Every refusal
+happens before a single gradient step. Tests and benchmarks call this class; the CLI only
+composes the config.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ..cards import build_card, write_card_files
+from ..cards.signing import ensure_keypair, sign_folder
+from ..catalog.store import load_catalog_table
+from ..checkpoint.lineage import ParentRefused
+from ..data.codes import build_code_cache
+from ..data.exposure import ExposureMeter
+from ..data.loader import MusicgenCollator, iterate_batches, model_inputs
+from ..models.musicgen import merge_lora, save_model
+from ..rights.consent import check_sources
+from ..rights.ledger import Ledger
+from ..rights.policy import Policy
+from ..snapshot import Snapshot, load_snapshot
+from ..train.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
+from ..train.logging import WandbHooks, finish, init_wandb, log_artifact, plot_losses
+from ..train.trainer import Trainer, TrainerConfig, TrainerHooks
+from ..util.atomic import write_bytes
+from ..util.canonical import canonical_json
+from .base_model import Base, BaseRefused
+from ..jobs.clear import policy_from_cfg, run_clearance
+
+log = logging.getLogger("lab.train")
+
+
+class TrainingRefused(RuntimeError):
+    """Training will not start: the data or the base model cannot be vouched for."""
+
+
+@dataclass
+class TrainSummary:
+    """What `lab train` did (printed at the end, `json=true` for machines)."""
+
+    run_dir: str
+    snapshot_id: str
+    steps: int
+    start_step: int
+    last_checkpoint: str | None
+    data_card: str | None
+    final_loss: float | None
+    steps_per_s: float | None
+    audit: str | None  # the command that audits the last checkpoint
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- consent at start
+
+
+def stale_sources(snapshot: Snapshot, catalog: pa.Table, ledger: Ledger, policy: Policy) -> list[tuple[str, str, str]]:
+    """(recording_id, reason, detail) of snapshot items that no longer clear now: audio changed or
+    gone from the catalogue since clearance, or consent withdrawn, expired or narrowed (lab.rights.consent)."""
+    items = snapshot.items.select(["recording_id", "isrc", "audio_sha256"])
+    now = catalog.select(["recording_id", "audio_sha256"]).rename_columns(["recording_id", "catalogue_sha256"])
+    joined = items.join(now, "recording_id", join_type="left outer")
+    problems = []
+    gone = joined.filter(pc.is_null(joined["catalogue_sha256"]))
+    problems += [(rid, "not_in_catalogue", "the recording is no longer in the catalogue")
+                 for rid in gone["recording_id"].to_pylist()]
+    changed = joined.filter(pc.and_(pc.is_valid(joined["catalogue_sha256"]),
+                                    pc.not_equal(joined["catalogue_sha256"], joined["audio_sha256"])))
+    problems += [(rid, "audio_changed", f"catalogue audio sha256 is now {new}, snapshot has {old}")
+                 for rid, new, old in zip(changed["recording_id"].to_pylist(), changed["catalogue_sha256"].to_pylist(),
+                                          changed["audio_sha256"].to_pylist())]
+    answer = check_sources(items, ledger, policy, catalog=snapshot.catalog["name"])
+    return sorted(problems + answer.problems())
+
+
+# ----------------------------------------------------------------------------- checkpoint hook
+
+
+class ProvenanceHook(TrainerHooks):
+    """Meters exposure and writes each checkpoint's provenance: card, sources, model card, signature."""
+
+    state_key = "provenance"
+
+    def __init__(self, *, recipe: TrainRecipe):
+        self.meter = ExposureMeter()
+        self.recipe = recipe
+
+    def on_batch(self, step: int, batch: Any) -> None:
+        self.meter.add(batch["recording_ids"], batch["seconds"], batch.get("tokens"))
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.meter.state_dict()
+
+    def load_state_dict(self, state) -> None:
+        self.meter.load_state_dict(state)
+
+    def write_checkpoint_extras(self, step: int, staging_dir: Path) -> None:
+        r = self.recipe
+        total = ExposureMeter.combine(self.trainer.gathered_state(self))
+        model = self.trainer.unwrapped_model
+        if r.base.lineage.relation == "adapter":  # ship merged weights: the folder must load with stock transformers
+            model = copy.deepcopy(model)
+            merge_lora(model)
+        save_model(model, r.base.tokenizer, staging_dir)
+        bundle = build_card(snapshot=r.snapshot, seconds_seen=total.totals(), samples=total.total_samples(),
+                            tokens=total.total_tokens(), lineage=r.base.lineage, inherited=r.base.inherited,
+                            checkpoint_id=f"{r.run_dir.name}-step-{step:06d}", step=step, config=r.resolved,
+                            seed=int(r.cfg.seed))
+        write_card_files(bundle, staging_dir, weights_licence=r.base.licence, base_model_hub_id=r.base.hub_id)
+        write_bytes(staging_dir / "config.lab.json", canonical_json(r.resolved))
+
+    def seal_checkpoint(self, step: int, staging_dir: Path) -> None:
+        sign_folder(Path(staging_dir), self.recipe.private_key)  # after COMPLETE: the signature covers it
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+
+def quiet_libraries() -> None:
+    """transformers warns that MusicGen's pad id (= codebook size) is outside the vocabulary,
+    which is by design, and draws a bar per shard write; keep the run log about the run."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
+class TrainRecipe:
+    """One `lab train` run. `run()` does everything; the `setup_*` steps can be called one by one
+    (tests, benchmarks) in the order given."""
+
+    def __init__(self, cfg: DictConfig, dist: DistInfo | None = None):
+        self.cfg = cfg
+        self.dist = dist or init_distributed()
+        self.run_dir = self._run_dir()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.home = Path(cfg.paths.home)
+        self.policy = policy_from_cfg(cfg.policy)
+        self.ledger = Ledger(cfg.ledger_url)
+        keys = ensure_keypair(Path(cfg.signing.key_dir))
+        self.private_key = Path(cfg.signing.private_key) if cfg.signing.get("private_key") else keys.private_path
+        self.public_key = Path(cfg.signing.public_key) if cfg.signing.get("public_key") else keys.public_path
+        self.resolved = OmegaConf.to_container(cfg, resolve=True)
+        self.resolved.pop("hydra", None)
+
+    def _run_dir(self) -> Path:
+        """Hydra's output dir when launched by Hydra (one per sweep job), else cfg.run_dir; rank 0 decides."""
+        path = None
+        if self.dist.is_main:
+            try:
+                from hydra.core.hydra_config import HydraConfig
+
+                path = HydraConfig.get().runtime.output_dir
+            except (ValueError, ImportError):
+                path = str(self.cfg.run_dir)
+        return Path(broadcast_object(path))
+
+    def setup_data(self) -> Snapshot:
+        """The run's snapshot (named in config, or a fresh clearance by rank 0), refused if it was
+        cleared under another policy, clears nothing, or no longer clears now."""
+        ref = self.cfg.data.get("snapshot")
+        if ref:
+            path = Path(str(ref))
+            if not path.exists():
+                path = Path(self.cfg.paths.snapshots) / str(ref)
+        else:
+            path = None
+            if self.dist.is_main:
+                path = run_clearance(catalog=self.cfg.data.catalog, ledger=self.ledger, policy=self.policy,
+                                     snapshots_dir=Path(self.cfg.paths.snapshots), home=self.home).snapshot_path
+            path = Path(broadcast_object(str(path) if path else None))
+        snapshot = load_snapshot(path)
+        if snapshot.policy.get("digest") != self.policy.digest():
+            raise TrainingRefused(
+                f"snapshot {snapshot.snapshot_id} was cleared under policy '{snapshot.policy.get('name')}' "
+                f"({snapshot.policy.get('digest', '')[:12]}), this run's policy is '{self.policy.name}' "
+                f"({self.policy.digest()[:12]}): clear the catalogue under this policy first (`lab clear policy=...`)")
+        if not len(snapshot):
+            raise TrainingRefused(f"snapshot {snapshot.snapshot_id} clears no recordings")
+        problems = stale_sources(snapshot, load_catalog_table(snapshot.catalog["name"], self.home), self.ledger,
+                                 self.policy)
+        if problems:
+            lines = "\n".join(f"  {rid}: {reason} ({detail})" for rid, reason, detail in problems[:20])
+            more = f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""
+            raise TrainingRefused(
+                f"snapshot {snapshot.snapshot_id} is stale: {len(problems)} of its recordings no longer clear "
+                f"under '{self.policy.name}' now:\n{lines}{more}\nre-run `lab clear` to get a snapshot that does")
+        self.snapshot = snapshot
+        return snapshot
+
+    def setup_model(self) -> Base:
+        spec = instantiate(self.cfg.model, _convert_="all")
+        try:
+            base = spec.build(self.snapshot, self.run_dir, self.dist, seed=int(self.cfg.seed),
+                              public_key=self.public_key)
+        except (BaseRefused, ParentRefused) as exc:
+            raise TrainingRefused(str(exc)) from None
+        self.base = spec.prepare(base)
+        return self.base
+
+    def setup_codes(self):
+        """The EnCodec code cache of the snapshot: rank 0 encodes (or finds) it, the others open it."""
+        codec = self.base.model.audio_encoder
+        cache_root = self.home / "cache" / "codes"
+        segment = float(self.cfg.data.segment_seconds)
+        dataset = None
+        if self.dist.is_main:
+            dataset = build_code_cache(self.snapshot, codec, cache_root, segment_seconds=segment)
+        barrier()
+        if dataset is None:
+            dataset = build_code_cache(self.snapshot, codec, cache_root, segment_seconds=segment)
+        self.dataset = dataset
+        dec = self.base.model.decoder.config
+        self.collator = MusicgenCollator(self.base.tokenizer, num_codebooks=dec.num_codebooks,
+                                         pad_token_id=dec.pad_token_id, max_text_len=int(self.cfg.data.max_text_len),
+                                         decoder_start_token_id=dec.decoder_start_token_id)
+        return dataset
+
+    def setup_optimizer(self) -> TrainerConfig:
+        """Optimiser, schedule, precision and checkpoint cadence (`trainer/` group); the Trainer
+        builds AdamW and the schedule from it."""
+        tcfg = OmegaConf.to_container(self.cfg.trainer, resolve=True)
+        self.trainer_cfg = TrainerConfig.from_dict(
+            {k: v for k, v in tcfg.items() if k not in ("batch_size", "resume")} | {"seed": int(self.cfg.seed)})
+        return self.trainer_cfg
+
+    def setup_trainer(self) -> Trainer:
+        self.provenance = ProvenanceHook(recipe=self)
+        hooks: list[Any] = [self.provenance]
+        self.wandb_run = None
+        if self.dist.is_main:
+            lc = self.cfg.logger
+            self.wandb_run = init_wandb(self.resolved, self.run_dir, mode=str(lc.mode), project=str(lc.project),
+                                        name=self.run_dir.name, tags=list(lc.tags))
+            if self.wandb_run is not None:
+                hooks.append(WandbHooks(self.wandb_run))
+        self.trainer = Trainer(self.base.model, _loss, self.trainer_cfg, out_dir=self.run_dir, dist=self.dist,
+                               hooks=hooks)
+        return self.trainer
+
+    def batches(self, start_step: int):
+        """Micro-batches from `start_step` on (the sampler's position is a function of the step)."""
+        it = iterate_batches(self.dataset, self.collator, int(self.cfg.trainer.batch_size), seed=int(self.cfg.seed),
+                             rank=self.dist.rank, world_size=self.dist.world_size,
+                             start_step=start_step * self.trainer_cfg.grad_accum)
+        return (b for _, _, b in it)
+
+    def train(self) -> TrainSummary:
+        try:
+            result = self.trainer.fit(self.batches, resume=bool(self.cfg.trainer.resume))
+            last = str(result.last_checkpoint) if result.last_checkpoint else None
+            summary = TrainSummary(
+                run_dir=str(self.run_dir), snapshot_id=self.snapshot.snapshot_id, steps=result.step,
+                start_step=result.start_step, last_checkpoint=last,
+                data_card=f"{last}/data_card.json" if last else None,
+                final_loss=result.losses[-1] if result.losses else None, steps_per_s=result.steps_per_s,
+                audit=f"lab audit {last}" if last else None)
+            if self.dist.is_main:
+                plot_losses(result.losses, self.run_dir / "loss.png")
+                if last:
+                    log_artifact(Path(last) / "data_card.json", name=f"data_card-{self.run_dir.name}",
+                                 type="data_card", run=self.wandb_run)
+                write_bytes(self.run_dir / "summary.json", canonical_json(summary.to_dict()))
+            return summary
+        finally:
+            if self.dist.is_main:
+                finish(self.wandb_run)
+
+    def run(self) -> TrainSummary:
+        self.setup_data()
+        self.setup_model()
+        self.setup_codes()
+        self.setup_optimizer()
+        self.setup_trainer()
+        return self.train()
+
+
+def _loss(model, batch):
+    return model(**model_inputs(batch)).loss
+
+
+def main(cfg: DictConfig) -> TrainSummary:
+    """Run one training job (the Hydra task of `lab train`)."""
+    quiet_libraries()
+    dist = init_distributed()
+    try:
+        return TrainRecipe(cfg, dist).run()
+    finally:
+        cleanup()
