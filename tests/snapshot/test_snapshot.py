@@ -301,8 +301,8 @@ def test_an_edited_parquet_cell_is_refused(world, edit):
     folder = run(world).snapshot_path
     name, fn = PARQUET_EDITS[edit]
     _rewrite(folder, name, fn)
-    with pytest.raises(SnapshotError) as err:
-        load_snapshot(folder)
+    with pytest.raises(SnapshotError) as err:  # excluded rows' own digests are recomputed by a deep load
+        load_snapshot(folder, deep=name == "excluded.parquet")
     assert str(folder) in str(err.value)
     assert any(w in str(err.value) for w in ("edited snapshot", "does not match", "no terms")), str(err.value)
 
