@@ -42,6 +42,7 @@ class Snapshot:
         self.items = items
         self.grants = grants
         self._excluded = excluded
+        self._header = header
         self._index: dict[str, int] | None = None
 
     def __len__(self) -> int:
@@ -52,9 +53,9 @@ class Snapshot:
 
     @property
     def excluded(self) -> pa.Table:
-        """excluded.parquet, read on first access (its file sha256 was checked at load)."""
+        """excluded.parquet, read and verified (file hash, every leaf, counts) on first access."""
         if self._excluded is None:
-            self._excluded = _read(self.folder, fmt.EXCLUDED)
+            self._excluded = _verified_excluded(self.folder, self._header)
         return self._excluded
 
     def item(self, recording_id: str) -> dict[str, Any] | None:
@@ -137,9 +138,9 @@ def load_snapshot(path: str | Path, *, deep: bool = False) -> Snapshot:
     """Read and verify a snapshot folder (or its snapshot.json): file sha256s against the header,
     the columns, every item's leaf digest recomputed column-wise (grant terms included: what
     training uses), every grant named and used, the Merkle root from the digest columns, the
-    policy digest and the id. `deep` also recomputes the excluded entries' leaves (and reads that
-    file now; otherwise on first access of `Snapshot.excluded`). Not the default: at a million
-    recordings it costs ~1 s more, over the 5 s a training rank may spend here."""
+    policy digest and the id. The excluded entries' own leaves are recomputed when
+    `Snapshot.excluded` is first read, or here with `deep` (not the default: at a million
+    recordings that is ~1 s more, over the 5 s a training rank may spend here)."""
     path = Path(path)
     folder = path.parent if path.name == fmt.HEADER else path
     if not (folder / fmt.HEADER).is_file():
@@ -162,18 +163,10 @@ def load_snapshot(path: str | Path, *, deep: bool = False) -> Snapshot:
 
     it_leaves = _item_leaves(folder, items, grants)
     if deep:
-        ex_leaves = fmt.excluded_leaves(excluded)
-        bad = _first_mismatch(excluded, excluded["digest"], ex_leaves)
-        if bad is not None:
-            raise SnapshotError(f"{folder / fmt.EXCLUDED}: recording {bad}: digest does not match its row "
-                                "(edited snapshot?)")
-        reasons = dict(sorted((d["values"].as_py(), d["counts"].as_py()) for d in pc.value_counts(excluded["reason"])))
-        if reasons != counts.excluded:
-            raise SnapshotError(f"{folder / fmt.HEADER}: counts do not match the files (edited snapshot?)")
-    else:
-        ex_leaves = unhex_column(excluded["digest"])
-        if ex_leaves is None:
-            raise SnapshotError(f"{folder / fmt.EXCLUDED}: a digest is not 64 hex characters (edited snapshot?)")
+        excluded = _verified_excluded(folder, header, excluded, checked=True)
+    ex_leaves = unhex_column(excluded["digest"])
+    if ex_leaves is None:
+        raise SnapshotError(f"{folder / fmt.EXCLUDED}: a digest is not 64 hex characters (edited snapshot?)")
     root = fmt.root_of(it_leaves, ex_leaves)
     if root != header.merkle_root:
         raise SnapshotError(f"{folder}: Merkle root does not match the entries (edited snapshot?)")
@@ -184,6 +177,23 @@ def load_snapshot(path: str | Path, *, deep: bool = False) -> Snapshot:
     if expect != header.snapshot_id or (folder.name.startswith("snap-") and folder.name != expect):
         raise SnapshotError(f"{folder}: snapshot id {header.snapshot_id} does not match its content ({expect})")
     return Snapshot(folder, header, raw, items, grants, excluded if deep else None)
+
+
+def _verified_excluded(folder: Path, header: fmt.Header, table: pa.Table | None = None, *,
+                       checked: bool = False) -> pa.Table:
+    """excluded.parquet with every leaf recomputed against its digest and the counts by reason
+    (`checked`: the file's sha256 was just compared with the header's)."""
+    path = folder / fmt.EXCLUDED
+    if not checked and sha256_file(path) != header.files[fmt.EXCLUDED].sha256:
+        raise SnapshotError(f"{path}: sha256 does not match the header (edited since it was loaded?)")
+    table = _read(folder, fmt.EXCLUDED) if table is None else table
+    bad = _first_mismatch(table, table["digest"], fmt.excluded_leaves(table))
+    if bad is not None:
+        raise SnapshotError(f"{path}: recording {bad}: digest does not match its row (edited snapshot?)")
+    reasons = dict(sorted((d["values"].as_py(), d["counts"].as_py()) for d in pc.value_counts(table["reason"])))
+    if reasons != header.counts.excluded:
+        raise SnapshotError(f"{folder / fmt.HEADER}: counts do not match the files (edited snapshot?)")
+    return table
 
 
 def _item_leaves(folder: Path, items: pa.Table, grants: pa.Table) -> bytes:

@@ -301,9 +301,11 @@ def test_an_edited_parquet_cell_is_refused(world, edit):
     folder = run(world).snapshot_path
     name, fn = PARQUET_EDITS[edit]
     _rewrite(folder, name, fn)
-    with pytest.raises(SnapshotError) as err:  # excluded rows' own digests are recomputed by a deep load
-        load_snapshot(folder, deep=name == "excluded.parquet")
+    with pytest.raises(SnapshotError) as err:
+        load_snapshot(folder).excluded  # excluded rows' own leaves are recomputed on first access
     assert str(folder) in str(err.value)
+    with pytest.raises(SnapshotError):
+        load_snapshot(folder, deep=True)
     assert any(w in str(err.value) for w in ("edited snapshot", "does not match", "no terms")), str(err.value)
 
 
@@ -319,6 +321,14 @@ def test_an_edit_without_rehashing_the_header_is_refused_by_file_hash(world):
     _rewrite(folder, "items.parquet", lambda t: _set(t, "title", "r1", "x"), rehash=False)
     with pytest.raises(SnapshotError, match="items.parquet: sha256 does not match"):
         load_snapshot(folder)
+
+
+def test_an_excluded_file_changed_after_loading_is_refused_on_access(world):
+    folder = run(world).snapshot_path
+    snap = load_snapshot(folder)
+    _rewrite(folder, "excluded.parquet", lambda t: _set(t, "detail", "r4", "x"), rehash=False)
+    with pytest.raises(SnapshotError, match="excluded.parquet: sha256 does not match"):
+        snap.excluded
 
 
 def test_an_excluded_edit_is_caught_by_the_root_even_without_deep(world):
