@@ -144,13 +144,9 @@ def _check_signature_name(signature_name: str) -> None:
         raise ValueError(f"signature_name must be a plain file name, got {signature_name!r}")
 
 
-# The trainer's completeness marker is written after the signature (it lists the signed
-# files' sizes), so it cannot be covered by it; it carries no weights or claims.
-COMPLETE_MARKER = "COMPLETE"
-
-
 def _allowed_ignores(signature_name: str) -> set[str]:
-    return {signature_name, COMPLETE_MARKER, *TRANSPORT_PATHS}
+    # lab.checkpoint writes COMPLETE before it signs: the marker is covered like every other file.
+    return {signature_name, *TRANSPORT_PATHS}
 
 
 def _hashing_config(signature_name: str, serialization_params: dict | None = None):

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .clearance import CLEARANCE_COLUMNS, clear
-from .ledger import Ledger
+from .ledger import Ledger, VerifyReport
 from .policy import Policy
 
 # What identifies a source to the ledger; every grant subject matches on these.
@@ -53,9 +53,10 @@ class ConsentAnswer:
         return list(zip(bad["recording_id"].to_pylist(), bad["reason"].to_pylist(), bad["detail"].to_pylist()))
 
 
-def verify_chain(ledger: Ledger) -> tuple[int, str]:
-    """The ledger's head, once its chain verifies; LedgerBroken naming the first problem otherwise."""
-    report = ledger.verify(deep=False)
+def verify_chain(ledger: Ledger, report: VerifyReport | None = None) -> tuple[int, str]:
+    """The ledger's head, once its chain verifies (`report`: a verification the caller just ran);
+    LedgerBroken naming the first problem otherwise."""
+    report = report or ledger.verify(deep=False)
     if not report.ok:
         p = report.first_problem
         raise LedgerBroken(f"the consent ledger does not verify (seq {p.seq}: {p.problem}); "
@@ -78,14 +79,15 @@ def subjects(sources: pa.Table, catalog: str | None = None) -> pa.Table:
 
 
 def check_sources(sources: pa.Table, ledger: Ledger, policy: Policy, *, at: datetime | None = None,
-                  catalog: str | None = None) -> ConsentAnswer:
+                  catalog: str | None = None, verified: VerifyReport | None = None) -> ConsentAnswer:
     """Would every source clear under `policy` at `at` (default: now, never the policy's pinned
     moment: a past date must not hide a revocation recorded since)?
 
     `sources`: at least `recording_id` and `audio_sha256`, with `catalog` and `isrc` where known
-    (`catalog` fills a missing catalog column)."""
+    (`catalog` fills a missing catalog column). `verified`: the caller's own verification of
+    the ledger a moment ago (the audit's `ledger_then`), so the chain is not read twice."""
     at = at or datetime.now(timezone.utc)
-    head = verify_chain(ledger)
+    head = verify_chain(ledger, verified)
     table = subjects(sources, catalog)
     frame = ledger.frame(upto_seq=head[0], columns=CLEARANCE_COLUMNS)
     decision = clear(table, frame, policy, at)

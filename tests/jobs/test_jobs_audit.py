@@ -45,7 +45,9 @@ def test_tampered_card_fails_signature_and_model_card(ckpt, demo):
 def test_interrupted_write_is_flagged(ckpt, demo):
     (ckpt / "COMPLETE").unlink()
     failed = _failed(audit_checkpoint(ckpt, public_key=demo.public_key))
-    assert set(failed) == {"complete"}
+    # COMPLETE is in the contract's file list and under the signature: all three say so, nothing else
+    assert set(failed) == {"complete", "files", "signature"}
+    assert "COMPLETE" in failed["files"] and "COMPLETE" in failed["signature"]
 
 
 def test_revocation_after_training_fails_consent_now(shared_run, tmp_path):
