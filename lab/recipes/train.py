@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,7 @@ class ProvenanceHook(TrainerHooks):
                             tokens=total.total_tokens(), lineage=r.base.lineage, inherited=r.base.inherited,
                             checkpoint_id=f"{r.run_dir.name}-step-{step:06d}", step=step, config=r.resolved,
                             seed=int(r.cfg.seed))
-        write_card_files(bundle, staging_dir, weights_licence=r.base.licence, base_model_hub_id=r.base.hub_id)
+        write_card_files(bundle, staging_dir, base_model_hub_id=r.base.hub_id)
         write_bytes(staging_dir / "config.lab.json", canonical_json(r.resolved))
 
     def seal_checkpoint(self, step: int, staging_dir: Path) -> None:
@@ -241,9 +242,10 @@ class TrainRecipe:
             {k: v for k, v in tcfg.items() if k not in ("batch_size", "resume")} | {"seed": int(self.cfg.seed)})
         return self.trainer_cfg
 
-    def setup_trainer(self) -> Trainer:
+    def setup_trainer(self, extra_hooks: Sequence[Any] = ()) -> Trainer:
+        """The Trainer with the provenance hook, wandb (rank 0), and `extra_hooks` (benchmarks, tests)."""
         self.provenance = ProvenanceHook(recipe=self)
-        hooks: list[Any] = [self.provenance]
+        hooks: list[Any] = [self.provenance, *extra_hooks]
         self.wandb_run = None
         if self.dist.is_main:
             lc = self.cfg.logger
