@@ -180,7 +180,7 @@ def run_build(n: int, folder: Path) -> dict:
     t1 = time.perf_counter()
     rss_build = _rss_mib()
     folder.mkdir(parents=True, exist_ok=True)
-    write_card_files(bundle, folder, weights_licence="Apache-2.0", base_model_hub_id=None)
+    write_card_files(bundle, folder, base_model_hub_id=None)
     sign_folder(folder, keys.private_path)
     t2 = time.perf_counter()
     assert sorted(p.name for p in folder.iterdir()) == sorted([*CARD_FILES, "model.sig"])

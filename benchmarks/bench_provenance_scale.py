@@ -129,7 +129,7 @@ def step_card(work: Path, n: int) -> float:
         _weights(staging)
         bundle = build_card(snapshot=snap, seconds_seen=seconds, samples=n, tokens=n * 100, lineage=lineage,
                             inherited=None, checkpoint_id=f"bench-{n}-step-000001", step=1, config={}, seed=0)
-        write_card_files(bundle, staging, weights_licence="Apache-2.0", base_model_hub_id=None)
+        write_card_files(bundle, staging, base_model_hub_id=None)
 
     t = time.perf_counter()
     folder = write_checkpoint(p["run"], 1, state, extras, seal=lambda staging: sign_folder(staging, keys.private_path))

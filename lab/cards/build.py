@@ -27,6 +27,7 @@ from lab.util.timestamps import utcnow
 
 from .arrow import combine_lists, lists_from, plain, positions, segment_reduce, singletons
 from .files import CardBundle
+from .licence import derive_licence
 from .schema import (
     SCHEMA_ID,
     DataCard,
@@ -185,6 +186,7 @@ def build_card(
         table = pa.concat_tables([own, inherited])
     data = parquet_bytes(table)
     commit, dirty = code_version()
+    card_lineage = Lineage.model_validate(lineage)
     card = DataCard(
         schema=SCHEMA_ID,
         identity=Identity(
@@ -197,7 +199,7 @@ def build_card(
             seed=seed,
             lab_version=__version__,
         ),
-        lineage=Lineage.model_validate(lineage),
+        lineage=card_lineage,
         snapshot=SnapshotRef.from_snapshot(snapshot),
         sources=SourcesRef(
             sha256=sha256_bytes(data),
@@ -209,6 +211,7 @@ def build_card(
         ),
         exclusions={k: int(v) for k, v in (snapshot.counts.get("excluded") or {}).items()},
         validity=derive_validity(table),
+        licence=derive_licence(card_lineage.base_model.licence, table),
         exposure=Exposure(total_seconds=summary(own)["total_seconds"], samples=samples, tokens=tokens),
     )
     return CardBundle(card=card, sources=table, parquet=data)

@@ -17,11 +17,13 @@ import pyarrow.compute as pc
 from lab.util import atomic
 from lab.util.canonical import sha256_file
 
+from .licence import licence_errors
 from .schema import SOURCES_FILE, CardError, DataCard, schema_errors, validate_card_json
 from .sources import parquet_bytes, read_parquet, sources_errors
 
 CARD_FILE = "data_card.json"
-CARD_FILES = (CARD_FILE, SOURCES_FILE, "README.md", "croissant.json")
+LICENCE_FILE = "LICENSE"  # the weights' derived licence, the grants and the credits (Hub convention)
+CARD_FILES = (CARD_FILE, SOURCES_FILE, "README.md", "croissant.json", LICENCE_FILE)
 
 
 @dataclass(frozen=True)
@@ -47,31 +49,29 @@ def card_bytes_sha256(card: DataCard) -> str:
     return hashlib.sha256(dump_card(card)).hexdigest()
 
 
-def write_card_files(
-    bundle: CardBundle, folder: str | Path, *, weights_licence: str, base_model_hub_id: str | None
-) -> None:
+def write_card_files(bundle: CardBundle, folder: str | Path, *, base_model_hub_id: str | None) -> None:
     """Validate the bundle once, then write CARD_FILES into folder (the caller signs the folder).
 
-    weights_licence: SPDX expression for the weights (README `license:`); base_model_hub_id: the
-    Hub id README names as base_model (None when the base is not on the Hub)."""
-    from .render import croissant, model_card
+    The weights' licence is the card's own derivation (`card.licence`), never a caller's word;
+    base_model_hub_id: the Hub id README names as base_model (None when the base is not on the Hub)."""
+    from .render import croissant, licence_file, model_card
 
     folder = Path(folder)
     data = bundle.parquet if bundle.parquet is not None else parquet_bytes(bundle.sources)
     text = dump_card(bundle.card)
     errors = schema_errors(orjson.loads(text)) + sources_errors(bundle.sources, bundle.card, data)
+    errors += licence_errors(bundle.card, bundle.sources)
     if errors:
         raise CardError(errors)
     atomic.write_bytes(folder / SOURCES_FILE, data)
     atomic.write_bytes(folder / CARD_FILE, text)
-    readme = model_card(
-        bundle, license=weights_licence, base_model=base_model_hub_id, data_card_sha256=hashlib.sha256(text).hexdigest()
-    )
+    readme = model_card(bundle, base_model=base_model_hub_id, data_card_sha256=hashlib.sha256(text).hexdigest())
     atomic.write_bytes(folder / "README.md", readme.encode())
     atomic.write_bytes(
         folder / "croissant.json",
         orjson.dumps(croissant(bundle), option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2) + b"\n",
     )
+    atomic.write_bytes(folder / LICENCE_FILE, licence_file(bundle).encode())
 
 
 def load_card(folder: str | Path) -> CardBundle:
@@ -91,7 +91,7 @@ def load_card(folder: str | Path) -> CardBundle:
         raise CardError([f"{card.sources.file}: cannot read ({exc.strerror or exc})"]) from None
     except pa.ArrowException as exc:
         raise CardError([f"{card.sources.file}: not a readable Parquet file ({exc})"]) from None
-    errors = sources_errors(table, card, data)
+    errors = sources_errors(table, card, data) + licence_errors(card, table)
     if errors:
         raise CardError(errors)
     return CardBundle(card=card, sources=table, parquet=data)

@@ -14,7 +14,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .files import CardBundle, card_bytes_sha256
+from .files import LICENCE_FILE, CardBundle, card_bytes_sha256
+from .licence import licence_keys
 from .schema import SOURCES_FILE
 from .sources import COLUMNS
 
@@ -205,8 +206,15 @@ Any other use is out of scope. Consent can be revoked after this card was writte
 {% endif %}
 ## Licence
 
-These weights are released under `{{ licence }}`. The recordings they were trained on stay under
-their own licences and grants (`sources.parquet`); credit lines are those the grants require.
+{% if derived %}These weights are licensed `{{ licence }}` (licence class: {{ licence_class }}). The licence is derived,
+not copied: the base model's licence ({{ c.licence.base }}) AND the licences of every recording the weights saw,
+inherited ones included ({{ c.licence.sources | length }} distinct: {{ c.licence.sources | join("; ") or "none" }}).
+A use must satisfy all of them, within the purposes and territories every grant allows (Intended uses above).
+{% else %}These weights are released under `{{ licence }}`;
+the licence their base and sources derive is `{{ c.licence.expression }}`.
+{% endif %}
+`LICENSE` in this folder lists the licences, the grants behind each and the credits the grants require;
+the recordings themselves stay under their own licences and grants (`sources.parquet`).
 
 ## How to verify
 
@@ -237,8 +245,8 @@ def _row(r: dict[str, Any]) -> str:
 def model_card(
     bundle: CardBundle,
     *,
-    license: str,
     base_model: str | None,
+    license: str | None = None,
     tags: Iterable[str] = (),
     data_card_sha256: str | None = None,
     license_link: str | None = None,
@@ -248,13 +256,18 @@ def model_card(
     """README.md for a checkpoint folder: Hub YAML metadata + a summary of the data card with the
     `top` sources by seconds seen (the rest are in sources.parquet).
 
-    license: SPDX expression for the weights. base_model: a Hub id (omitted when None).
+    base_model: a Hub id (omitted when None). license: None (always, when writing a checkpoint) takes
+    the card's derived licence (`card.licence`), which links the folder's LICENSE when it is not a
+    single Hub licence id; a string overrides it, for previews.
     data_card_sha256: defaults to the sha256 data_card.json will have once written.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
     card = bundle.card
     card_sha = data_card_sha256 or card_bytes_sha256(card)
+    derived = license is None
+    license = card.licence.expression if derived else license
+    license_link = license_link or (LICENCE_FILE if derived else None)
     all_tags = list(dict.fromkeys([*DEFAULT_TAGS, *tags]))
     relation = {"finetune": "finetune", "adapter": "adapter"}.get(card.lineage.relation)
     lab_meta = {
@@ -323,8 +336,69 @@ def model_card(
         ),
         card_sha=card_sha,
         licence=license,
+        licence_class=card.licence.licence_class,
+        derived=derived,
     )
     return str(rendered)
+
+
+# --------------------------------------------------------------------------- LICENSE
+
+
+def _licence_link(key: str) -> str:
+    if key.startswith("LicenseRef-"):
+        return "a lab contract: its terms are the grants' purposes, territories and dates below"
+    return f"https://spdx.org/licenses/{key}.html"
+
+
+def licence_file(bundle: CardBundle) -> str:
+    """The folder's LICENSE: the weights' derived licence, the uses every grant allows, each source
+    licence with its grants and recording count, and every credit the grants require.
+
+    O(rows) column kernels; the credits are all listed, however many (attribution is a term of the grants)."""
+    card, table = bundle.card, bundle.sources
+    lic, v = card.licence, card.validity
+    base = card.lineage.base_model
+    keys = sorted(licence_keys(lic.expression))
+    lines = [
+        f"Licence of the weights of checkpoint {card.identity.checkpoint_id} (derived by lab from its data card)",
+        "",
+        f"SPDX-License-Identifier: {lic.expression}",
+        f"Licence class: {lic.licence_class}",
+        "",
+        "The weights carry every licence below at once (AND): the base model's and those of every recording",
+        "they were trained on, inherited ones included. Derived in data_card.json (`licence`); the rows are",
+        "in sources.parquet.",
+        "",
+        f"Base model: {base.id} ({base.kind}), licence {lic.base}",
+        f"Recordings seen: {card.sources.rows} row(s) "
+        f"({card.sources.own_rows} own, {card.sources.inherited_rows} inherited)",
+        "",
+        "Licences",
+        *(f"  {k}: {_licence_link(k)}" for k in keys),
+        "",
+        "Uses every grant allows",
+        f"  Purposes: {', '.join(v.purposes) or 'none'}",
+        f"  Territories: {'worldwide' if v.territories == ['WW'] else (', '.join(v.territories) or 'none')}",
+        f"  Valid until: {v.earliest_expiry.isoformat() if v.earliest_expiry else 'no expiry'}",
+        f"  When a grant ends: {v.on_termination or 'n/a'}",
+        "",
+        "Source licences and the grants behind them",
+    ]
+    if table.num_rows:
+        owner = pc.list_parent_indices(table["grant_ids"])
+        flat = pa.table({"licence": table["licence"].take(owner), "grant_id": pc.list_flatten(table["grant_ids"])})
+        grants = flat.group_by("licence", use_threads=False).aggregate([("grant_id", "distinct")])
+        recs = table.group_by("licence", use_threads=False).aggregate([("recording_id", "count_distinct")])
+        counts = dict(zip(recs["licence"].to_pylist(), recs["recording_id_count_distinct"].to_pylist()))
+        for name, gids in sorted(zip(grants["licence"].to_pylist(), grants["grant_id_distinct"].to_pylist())):
+            lines.append(f"  {name}: {counts[name]} recording(s); grants: {', '.join(sorted(gids))}")
+    else:
+        lines.append("  none: no recordings seen")
+    credits = sorted(pc.unique(table["credit"]).to_pylist()) if table.num_rows else []
+    credits = [c for c in credits if c and c.strip()]
+    lines += ["", "Credits the grants require", *(f"  {c}" for c in credits or ["none"]), ""]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- Croissant

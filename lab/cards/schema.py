@@ -224,6 +224,18 @@ class Validity(_Card):
     on_termination: OnTermination | None = Field(description="strictest on_termination; null with no sources")
 
 
+class WeightsLicence(_Card):
+    """What the weights may be used for, derived (`lab.cards.licence`), never copied from the base:
+    the base model's licence AND every licence of the sources seen (own and inherited), simplified."""
+
+    expression: str = Field(min_length=1, description="SPDX expression of the weights (simplified, deduplicated)")
+    licence_class: LicenceClassName = Field(  # type: ignore[valid-type]
+        description="lab.rights.licences.classify of the expression (AND binds to the strictest)"
+    )
+    base: str = Field(min_length=1, description="the base model's licence as declared ('none' for a fresh init)")
+    sources: list[str] = Field(description="the distinct licence expressions of the rows (sorted)")
+
+
 class Exposure(_Card):
     """This checkpoint's own run (inherited exposure is in lineage.inherited_sources)."""
 
@@ -278,6 +290,7 @@ class DataCard(_Card):
     sources: SourcesRef
     exclusions: dict[str, Annotated[int, Field(ge=0)]] = Field(description="clearance exclusions: reason -> count")
     validity: Validity
+    licence: WeightsLicence
     exposure: Exposure
 
     @model_validator(mode="after")

@@ -13,7 +13,7 @@ from lab.cli import _register, app
 
 @pytest.fixture
 def folder(bundle, tmp_path):
-    write_card_files(bundle, tmp_path, weights_licence="MIT", base_model_hub_id=None)
+    write_card_files(bundle, tmp_path, base_model_hub_id=None)
     return tmp_path
 
 

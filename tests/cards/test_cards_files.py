@@ -17,7 +17,7 @@ from lab.cards.sources import parquet_bytes
 
 def _write(bundle, folder):
     folder.mkdir(parents=True, exist_ok=True)
-    write_card_files(bundle, folder, weights_licence="CC-BY-NC-4.0", base_model_hub_id="facebook/musicgen-small")
+    write_card_files(bundle, folder, base_model_hub_id="facebook/musicgen-small")
     return folder
 
 
@@ -153,7 +153,7 @@ def test_write_refuses_an_invalid_bundle(bundle, tmp_path):
 
     bad = dataclasses.replace(bundle, sources=_replace_holders(bundle.sources, 0, 50.0), parquet=None)
     with pytest.raises(CardError, match="sum to 100"):
-        write_card_files(bad, tmp_path, weights_licence="MIT", base_model_hub_id=None)
+        write_card_files(bad, tmp_path, base_model_hub_id=None)
     assert not (tmp_path / "data_card.json").exists()
 
 
