@@ -24,6 +24,14 @@ def ledger_url() -> str:
     return f"sqlite:///{(lab_home() / 'ledger.sqlite').resolve()}"
 
 
+def registry_url() -> str:
+    """SQLAlchemy URL of the checkpoint registry (env LAB_REGISTRY_URL; SQLite beside the ledger by default)."""
+    url = os.environ.get("LAB_REGISTRY_URL")
+    if url:
+        return url
+    return f"sqlite:///{(lab_home() / 'registry.sqlite').resolve()}"
+
+
 def catalogs_dir() -> Path:
     return lab_home() / "catalogs"
 

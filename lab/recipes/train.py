@@ -25,11 +25,13 @@ from omegaconf import DictConfig, OmegaConf
 from ..cards import build_card, write_card_files
 from ..cards.signing import ensure_keypair, sign_folder
 from ..catalog.store import load_catalog_table
+from ..checkpoint.folder import checkpoint_name
 from ..checkpoint.lineage import ParentRefused
 from ..data.codes import build_code_cache
 from ..data.exposure import ExposureMeter
 from ..data.loader import MusicgenCollator, iterate_batches, model_inputs
 from ..models.musicgen import merge_lora, save_model
+from ..registry.publish import register_published
 from ..rights.consent import check_sources
 from ..rights.ledger import Ledger
 from ..rights.policy import Policy
@@ -100,6 +102,7 @@ class ProvenanceHook(TrainerHooks):
     def __init__(self, *, recipe: TrainRecipe):
         self.meter = ExposureMeter()
         self.recipe = recipe
+        self.sealed: list[Path] = []  # checkpoint folders to register once published (lab.registry)
 
     def on_batch(self, step: int, batch: Any) -> None:
         self.meter.add(batch["recording_ids"], batch["seconds"], batch.get("tokens"))
@@ -127,6 +130,8 @@ class ProvenanceHook(TrainerHooks):
 
     def seal_checkpoint(self, step: int, staging_dir: Path) -> None:
         sign_folder(Path(staging_dir), self.recipe.private_key)  # after COMPLETE: the signature covers it
+        self.recipe.register_published()  # the earlier ones are published by now
+        self.sealed.append(Path(staging_dir).parent / checkpoint_name(step))
 
 
 # ----------------------------------------------------------------------------- the recipe
@@ -283,7 +288,12 @@ class TrainRecipe:
             return summary
         finally:
             if self.dist.is_main:
+                self.register_published()  # also after a stop: what was published is indexed
                 finish(self.wandb_run)
+
+    def register_published(self) -> None:
+        """Index the checkpoints this run sealed and published (rank 0; lab.registry)."""
+        self.provenance.sealed = register_published(self.cfg.get("registry_url"), self.provenance.sealed)
 
     def run(self) -> TrainSummary:
         self.setup_data()
