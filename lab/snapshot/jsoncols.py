@@ -19,10 +19,6 @@ import pyarrow.compute as pc
 
 CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC  # == util.canonical.canonical_json
 
-_ESCAPE_BYTES = np.zeros(256, dtype=bool)
-_ESCAPE_BYTES[:0x20] = True
-_ESCAPE_BYTES[[ord('"'), ord("\\")]] = True
-
 
 def plain(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
     """One contiguous array; large_string as string."""
@@ -40,15 +36,8 @@ def _data_bytes(arr: pa.Array) -> np.ndarray:
 
 
 def _needs_escape(data: np.ndarray) -> bool:
-    """Whether any byte is one JSON must escape: < 0x20, `"` or `\\` (8 bytes at a time)."""
-    n = len(data) // 8 * 8
-    w = data[:n].view(np.uint64)
-    ones, high = np.uint64(0x0101010101010101), np.uint64(0x8080808080808080)
-    hit = (w - np.uint64(0x2020202020202020)) & ~w  # high bit set where a byte is < 0x20
-    for c in (0x22, 0x5C):
-        x = w ^ np.uint64(c * 0x0101010101010101)
-        hit |= (x - ones) & ~x  # ... where a byte equals c
-    return bool((hit & high).any()) or bool(_ESCAPE_BYTES[data[n:]].any())
+    """Whether any byte is one JSON must escape: < 0x20, `"` or `\\` (three vectorised passes)."""
+    return bool((data < 0x20).any() or (data == 0x22).any() or (data == 0x5C).any())
 
 
 class Raw:
