@@ -244,3 +244,26 @@ def retrain_commands(row: dict[str, Any]) -> list[str]:
         f"lab clear policy={policy} data.catalog={catalog}",
         f"lab train policy={policy} {model} data.snapshot=<snapshot printed by lab clear>",
     ]
+
+
+def ended_subjects(stored_events) -> list[tuple[str, str | None]]:
+    """(identifier, catalogue) that newly recorded ledger events end: a revoked or expired grant, the
+    identifiers of an opt-out (recording id in its catalogue, ISRC, audio sha256). A whole-catalogue
+    opt-out is left to clearance: it names no recording the registry indexes."""
+    out: list[tuple[str, str | None]] = []
+    for ev in stored_events:
+        if ev.kind in ("revoke", "expire"):
+            out.append((ev.grant_id, None))
+        elif ev.event.grant.status == "opted_out":
+            s = ev.event.grant.subject
+            if s.recording_id:
+                out.append((s.recording_id, s.catalog))
+            out += [(x, None) for x in (s.isrc, s.audio_sha256) if x]
+    return list(dict.fromkeys(out))
+
+
+def impact_of_events(registry: Registry, ledger: Ledger, stored_events) -> list[ImpactReport]:
+    """The impact of each subject the events end (none when the registry is empty)."""
+    if registry.is_empty():
+        return []
+    return [impact(registry, ledger, ident, catalog=cat) for ident, cat in ended_subjects(stored_events)]

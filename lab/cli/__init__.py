@@ -11,7 +11,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
 def _register() -> None:
     from . import catalog, rights  # noqa: F401  (each module adds itself to `app`)
-    for name in ("hydra_apps", "demo", "audit", "card"):
+    for name in ("hydra_apps", "demo", "audit", "card", "registry", "impact"):
         try:
             __import__(f"{__name__}.{name}")
         except ModuleNotFoundError as exc:  # a command not built yet

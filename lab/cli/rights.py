@@ -96,12 +96,15 @@ def import_(
     with _ledger(ledger, json_) as L:
         stored = L.import_jsonl(file)
         seq, head = L.head()
+        impacts = _impacts(L, stored)
     first = stored[0].seq if stored else None
     if json_:
-        emit_json({"ok": True, "imported": len(stored), "first_seq": first, "head_seq": seq, "head_hash": head})
+        emit_json({"ok": True, "imported": len(stored), "first_seq": first, "head_seq": seq, "head_hash": head,
+                   "impact": [r.to_dict() for r in impacts]})
     else:
         span = f" (seq {first}..{stored[-1].seq})" if stored else ""
         _say(f"imported {len(stored)} event(s){span} from {file}; ledger head seq {seq} {head}")
+        _print_impacts(impacts)
 
 
 def _party(spec: str, as_json: bool) -> dict:
@@ -229,10 +232,32 @@ def revoke(
         _fail("invalid revocation:\n" + "\n".join(format_validation_error(exc, "flags")), json_)
     with _ledger(ledger, json_) as L:
         stored = L.append(event)
+        impacts = _impacts(L, [stored])
     if json_:
-        emit_json({"ok": True, **stored.to_dict()})
+        emit_json({"ok": True, **stored.to_dict(), "impact": [r.to_dict() for r in impacts]})
     else:
         _say(f"revoked {grant_id} effective {event.effective_at.isoformat()} as seq {stored.seq} ({stored.hash})")
+        _print_impacts(impacts)
+
+
+def _impacts(ledger, stored: list) -> list:
+    """What the recorded events touch among registered checkpoints (lab.audit.impact); [] without a registry."""
+    from ..audit.impact import impact_of_events
+    from ..registry import Registry
+
+    try:
+        with Registry() as registry:
+            return impact_of_events(registry, ledger, stored)
+    except Exception as exc:  # noqa: BLE001 - the event is recorded; `lab impact` can tell the rest
+        err_console.print(f"warning: impact not computed ({exc}); run `lab impact GRANT_ID`", markup=False)
+        return []
+
+
+def _print_impacts(impacts: list) -> None:
+    from .impact import print_impact
+
+    for report in impacts:
+        print_impact(report)
 
 
 def _whoami() -> str:

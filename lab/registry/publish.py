@@ -35,3 +35,30 @@ def register_published(url: str | None, folders: list[Path]) -> list[Path]:
             ready[0].parent,
         )
     return pending
+
+
+def remember_audit(folder: str | Path, report: dict, url: str | None = None) -> bool:
+    """Keep `lab audit`'s result for `lab checkpoints list` when the folder's checkpoint is registered.
+
+    The id comes from the folder's data_card.json as stored (the audit judges whether to trust it),
+    and the card's sha256 goes with the summary, so an audit of an edited copy is not shown as the
+    registered checkpoint's."""
+    import orjson
+
+    from lab.cards.files import CARD_FILE
+    from lab.util.canonical import sha256_file
+
+    card = Path(folder) / CARD_FILE
+    try:
+        registry = Registry(url)
+        with registry:
+            if not registry.exists():
+                return False
+            checkpoint_id = orjson.loads(card.read_bytes())["identity"]["checkpoint_id"]
+            if registry.checkpoint(checkpoint_id) is None:
+                return False
+            registry.record_audit(checkpoint_id, report, data_card_sha256=sha256_file(card))
+    except Exception as exc:  # noqa: BLE001 - the audit's verdict stands without its cached summary
+        log.warning("audit not recorded in the checkpoint registry: %s", exc)
+        return False
+    return True
