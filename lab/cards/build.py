@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,14 @@ def source_rows(snapshot: Any, seconds_seen: Mapping[str, float], checkpoint_id:
     return pa.Table.from_arrays([plain(columns[f.name]).cast(f.type) for f in SOURCE_SCHEMA], schema=SOURCE_SCHEMA)
 
 
+def expired_sources(table: pa.Table, at: datetime) -> list[dict[str, Any]]:
+    """Rows whose valid_until is earlier than `at` (the card flags them: fed only before it)."""
+    ends = table["valid_until"].cast(pa.timestamp("us", tz="UTC"))
+    late = table.filter(pc.fill_null(pc.less(ends, pa.scalar(at, pa.timestamp("us", tz="UTC"))), False))
+    cols = ["recording_id", "seen_by", "valid_until", "seconds_seen"]
+    return late.select(cols).sort_by([("valid_until", "ascending"), ("recording_id", "ascending")]).to_pylist()
+
+
 def build_card(
     *,
     snapshot: Any,
@@ -170,12 +179,17 @@ def build_card(
     step: int,
     config: Mapping[str, Any],
     seed: int,
+    consent: Mapping[str, Any] | None = None,
+    created_at: datetime | None = None,
 ) -> CardBundle:
     """The card and its rows (own + the parent's `inherited` rows), not yet written.
 
     `snapshot`: the snapshot object (items / grants arrow tables, header attributes).
     `inherited`: the parent checkpoint's sources table (None without a lab-checkpoint parent).
+    `consent`: the run's consent section (poll_seconds, on_change, events_applied; lab.train.consent_watch);
+    rows whose valid_until is before `created_at` (default: now) are added to it as expired_sources.
     """
+    created_at = created_at or utcnow()
     lineage = lineage.model_dump() if isinstance(lineage, Lineage) else dict(lineage)
     own = source_rows(snapshot, seconds_seen, checkpoint_id)
     table = own
@@ -191,7 +205,7 @@ def build_card(
         schema=SCHEMA_ID,
         identity=Identity(
             checkpoint_id=checkpoint_id,
-            created_at=utcnow(),
+            created_at=created_at,
             step=step,
             code_commit=commit,
             code_dirty=dirty,
@@ -213,5 +227,6 @@ def build_card(
         validity=derive_validity(table),
         licence=derive_licence(card_lineage.base_model.licence, table),
         exposure=Exposure(total_seconds=summary(own)["total_seconds"], samples=samples, tokens=tokens),
+        consent=None if consent is None else {**consent, "expired_sources": expired_sources(table, created_at)},
     )
     return CardBundle(card=card, sources=table, parquet=data)

@@ -258,6 +258,44 @@ class SourcesRef(_Card):
     total_seconds: float = Field(ge=0, description="sum of seconds_seen over every row")
 
 
+class ConsentEventApplied(_Card):
+    """A ledger event that changed the run while it trained (lab.train.consent_watch)."""
+
+    seq: int = Field(ge=1, description="the event's ledger seq")
+    event_id: str = Field(min_length=1)
+    kind: Literal["grant", "amend", "revoke", "expire"]
+    grant_id: Identifier
+    recordings: list[Identifier] = Field(min_length=1, description="recordings in use that it touched")
+    effective_at: UTCDatetime = Field(description="a revocation's or expiry's effective time; else when recorded")
+    detected_at: UTCDatetime = Field(description="when the run read it from the ledger")
+    step: int = Field(ge=0, description="the first step trained under it")
+    action: Literal["exclude", "stop", "deadline"] = Field(
+        description="exclude: left the sampler; stop: the run saved and stopped; deadline: fed only until effective_at"
+    )
+
+
+class ExpiredSource(_Card):
+    """A row whose valid_until is earlier than the card's created_at: fed only before it."""
+
+    recording_id: Identifier
+    seen_by: Identifier
+    valid_until: UTCDatetime
+    seconds_seen: float = Field(ge=0, description="all of it before valid_until (the loader drops it at the deadline)")
+
+
+class ConsentSection(_Card):
+    """Consent while training: how fast changes reach the run, and the ones that did."""
+
+    poll_seconds: float = Field(
+        gt=0,
+        description="the polling bound: a change is applied within this many seconds (plus one step) of being "
+        "recorded, so exposure after its effective time is zero up to this bound",
+    )
+    on_change: Literal["exclude", "stop"]
+    events_applied: list[ConsentEventApplied] = Field(default_factory=list)
+    expired_sources: list[ExpiredSource] = Field(default_factory=list)
+
+
 # --------------------------------------------------------------------------- the card
 
 
@@ -292,6 +330,7 @@ class DataCard(_Card):
     validity: Validity
     licence: WeightsLicence
     exposure: Exposure
+    consent: ConsentSection | None = Field(default=None, description="consent during training (lab train)")
 
     @model_validator(mode="after")
     def _consistent(self):

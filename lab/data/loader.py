@@ -1,13 +1,17 @@
 """Batches for MusicGen teacher forcing, from the code cache, with a deterministic resumable sampler.
 
 The delay pattern comes from `lab.models.delay` (the layout ``generate`` uses too); the model computes
-the loss itself from the collated ``labels``.
+the loss itself from the collated ``labels``. An :class:`Admission` (consent known ahead: each
+recording's grant deadline, and the recordings excluded since the run started) drops rows just
+before they are fed; the sampler never learns about it, so its position stays a function of the
+number of draws, and resume stays exact.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -17,6 +21,8 @@ from torch.utils.data import DataLoader, Sampler
 from ..models.delay import delay_pattern
 
 __all__ = [
+    "Admission",
+    "NothingAdmitted",
     "MusicgenCollator",
     "ResumableSampler",
     "make_loader",
@@ -78,6 +84,112 @@ class MusicgenCollator:
             "segments": [int(r["segment"]) if r.get("segment") is not None else -1 for r in rows],
             "tokens": delayed.label_mask.sum(dim=(1, 2)).tolist(),
         }
+
+
+class NothingAdmitted(RuntimeError):
+    """Every recording the sampler can still draw has expired or been excluded: nothing left to train on."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The DataLoader's collate_fn under an Admission: rows stay rows until the main process admits them."""
+    return rows
+
+
+class Admission:
+    """Which recordings may still be fed, asked just before each batch, in the main process.
+
+    ``deadlines``: recording id → the instant its consent ends (the earliest valid_until of the grants
+    that cleared it, or a revocation's effective time once it is known): from then on (clock time
+    >= deadline) its rows are dropped. ``excluded``: recordings taken out since the run started (a
+    revocation, an opt-out, an amendment that no longer clears). ``expired`` remembers when a
+    deadline first dropped a recording; ``skipped`` counts draws left empty, on which no step was
+    taken (resume adds it to the draw index, so the same batches follow).
+    """
+
+    def __init__(self, deadlines: Mapping[str, datetime] | None = None, excluded: Iterable[str] = (),
+                 clock: Callable[[], datetime] | None = None):
+        self.clock = clock or _utcnow
+        self.deadlines: dict[str, float] = {}
+        self.tightened: dict[str, float] = {}  # deadlines set during the run (kept in the training state)
+        self.excluded: set[str] = set(excluded)
+        self.expired: dict[str, float] = {}
+        self.skipped = 0
+        self._next = math.inf
+        for rid, when in (deadlines or {}).items():
+            self._set(rid, when.timestamp())
+
+    @classmethod
+    def from_snapshot(cls, snapshot: Any, clock: Callable[[], datetime] | None = None) -> Admission:
+        """Deadlines from a snapshot: each item's earliest valid_until over its grant_ids (none if all open)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        items, grants = snapshot.items, snapshot.grants
+        gids = items["grant_ids"].combine_chunks()
+        at = pc.index_in(pc.list_flatten(gids), value_set=grants["grant_id"].combine_chunks())
+        ends = grants["valid_until"].combine_chunks().take(at)
+        flat = pa.table({"row": pc.list_parent_indices(gids), "end": ends})
+        per_row = flat.group_by("row").aggregate([("end", "min")]).filter(pc.is_valid(pc.field("end_min")))
+        rids = items["recording_id"].combine_chunks().take(per_row["row"])
+        ends_s = pc.divide(per_row["end_min"].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()), 1e6)
+        out = cls(clock=clock)
+        for rid, end in zip(rids.to_pylist(), ends_s.to_pylist()):
+            out._set(rid, end)
+        return out
+
+    def _set(self, rid: str, ts: float) -> bool:
+        if ts >= self.deadlines.get(rid, math.inf):
+            return False
+        self.deadlines[rid] = ts
+        self._next = min(self._next, ts)
+        return True
+
+    def tighten(self, rid: str, when: datetime) -> bool:
+        """Bring a recording's deadline forward to ``when`` (never later); True if it moved."""
+        moved = self._set(rid, when.timestamp())
+        if moved:
+            self.tightened[rid] = self.deadlines[rid]
+        return moved
+
+    def exclude(self, recording_ids: Iterable[str]) -> None:
+        self.excluded.update(recording_ids)
+
+    def keep(self, recording_ids: list[str]) -> list[bool] | None:
+        """Per row: may it be fed now? None = all of them (the common case, one clock read)."""
+        now = self.clock().timestamp()
+        if now < self._next and not self.excluded:
+            return None
+        excluded, deadlines, inf = self.excluded, self.deadlines, math.inf
+        mask = []
+        for rid in recording_ids:
+            late = deadlines.get(rid, inf) <= now
+            if late and rid not in self.expired:
+                self.expired[rid] = now
+            mask.append(not late and rid not in excluded)
+        return mask
+
+    def admit(self, rows: list[dict[str, Any]], collator: Callable[[list[dict[str, Any]]], Any]) -> Any | None:
+        """The collated batch of the rows that may be fed now; None when none may."""
+        mask = self.keep([str(r["recording_id"]) for r in rows])
+        if mask is not None:
+            rows = [r for r, k in zip(rows, mask) if k]
+        return collator(rows) if rows else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"excluded": sorted(self.excluded), "tightened": dict(sorted(self.tightened.items())),
+                "expired": dict(sorted(self.expired.items())), "skipped": int(self.skipped)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.excluded = set(state.get("excluded", ()))
+        for rid, ts in state.get("tightened", {}).items():
+            if self._set(rid, float(ts)):
+                self.tightened[rid] = float(ts)
+        self.expired = {str(k): float(v) for k, v in state.get("expired", {}).items()}
+        self.skipped = int(state.get("skipped", 0))
 
 
 def model_inputs(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -192,19 +304,35 @@ def make_loader(dataset, collator, batch_size: int, *, seed: int, rank: int = 0,
 
 
 def iterate_batches(dataset, collator, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1,
-                    shuffle: bool = True, start_step: int = 0, drop_last: bool = False,
-                    num_workers: int = 0) -> Iterator[tuple[int, int, dict[str, Any]]]:
+                    shuffle: bool = True, start_step: int = 0, drop_last: bool = False, num_workers: int = 0,
+                    admission: Admission | None = None) -> Iterator[tuple[int, int, dict[str, Any]]]:
     """Yield ``(epoch, step, batch)`` forever, ``step`` counting batches from 0 across epochs. Starting at
     ``start_step`` (a global step, e.g. from a checkpoint) yields exactly the batches an uninterrupted
-    run yields from that step on: resume needs only the step, seed and world size."""
+    run yields from that step on: resume needs only the step, seed and world size.
+
+    With an ``admission``, ``start_step`` counts draws (batches yielded + ``admission.skipped``): rows
+    it refuses are dropped before collation, a draw left empty is skipped (``admission.skipped`` + 1)
+    and not yielded, and a whole epoch of empty draws raises NothingAdmitted."""
     spe = steps_per_epoch(len(dataset), batch_size, world_size=world_size, drop_last=drop_last)
     epoch, in_epoch = divmod(int(start_step), spe)
-    loader = make_loader(dataset, collator, batch_size, seed=seed, rank=rank, world_size=world_size,
-                         shuffle=shuffle, start_step=in_epoch, epoch=epoch, drop_last=drop_last,
-                         num_workers=num_workers)
+    loader = make_loader(dataset, collator if admission is None else _rows, batch_size, seed=seed, rank=rank,
+                         world_size=world_size, shuffle=shuffle, start_step=in_epoch, epoch=epoch,
+                         drop_last=drop_last, num_workers=num_workers)
     step = int(start_step)
+    empty = 0
     while True:
         for batch in loader:
+            if admission is not None:
+                batch = admission.admit(batch, collator)
+                if batch is None:
+                    admission.skipped += 1
+                    empty += 1
+                    if empty >= spe:
+                        raise NothingAdmitted(
+                            "every recording this rank can draw has expired or was excluded "
+                            f"({len(admission.excluded)} excluded): nothing left to train on")
+                    continue
+                empty = 0
             yield epoch, step, batch
             step += 1
         epoch += 1
