@@ -82,7 +82,8 @@ def build_catalog(home: Path, n: int) -> None:
     manifest = {"format": store.FORMAT, "name": CATALOG, "root": str(home / "audio"),
                 "counts": {"total": n, "ok": n, "rejected": 0},
                 "parquet": {"file": store.PARQUET_NAME, "sha256": sha256_file(folder / store.PARQUET_NAME), "rows": n}}
-    (folder / store.MANIFEST_NAME).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    pretty = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+    (folder / store.MANIFEST_NAME).write_bytes(orjson.dumps(manifest, option=pretty))
 
 
 TEMPLATE_GRANT, TEMPLATE_RECORDING = "G-0000000", "rec-0000000"
@@ -93,7 +94,7 @@ def _template() -> dict:
 
     return parse_event({"kind": "grant", "grant": {
         "grant_id": "G-0000000", "version": 1, "issued_at": "2025-01-01T00:00:00Z", "issuer": "scale rights desk",
-        "subject": {"recording_id": "rec-0000000"}, "status": "opted_in",
+        "subject": {"recording_id": "rec-0000000", "catalog": CATALOG}, "status": "opted_in",
         "parties": [{"name": "Label", "role": "master_owner", "right": "master", "share": 70},
                     {"name": "Artist", "role": "performer", "right": "master", "share": 30}],
         "purposes": ["ai_generative_training", "commercial_output"], "territories": ["WW"],
@@ -110,6 +111,7 @@ def build_ledger(url: str, n_grants: int, batch: int = 100_000) -> None:
     random base + j: appends to their unique index), and the file is in rollback-journal mode while
     loading (WAL would write every page twice), back to WAL after."""
     import random
+    from hashlib import sha256
 
     from sqlalchemy.schema import CreateIndex
 
@@ -124,12 +126,17 @@ def build_ledger(url: str, n_grants: int, batch: int = 100_000) -> None:
     ledger.close()
     template = _template()
     # Only the grant id and the subject's recording id vary (fixed width, each once in the payload):
-    # the payload and the derived columns are the template's with those two strings replaced.
+    # the payload, the derived columns and the canonical JSON the row hash covers are the template's
+    # with those strings (and the seq, event id and previous hash: sentinels here) replaced.
     payload = canonical_json(template).decode()
     derived = _derive(template)
     gi, ri = DERIVED.index("grant_id"), DERIVED.index("subject_recording_id")
     assert payload.count(TEMPLATE_GRANT) == payload.count(TEMPLATE_RECORDING) == 1
     rec = to_ts(RECORDED)
+    seq_s, eid_s, prev_s = 987654321987654, "e" * 32, "f" * 64
+    hashed = canonical_json(dict(zip(COLUMNS, (seq_s, eid_s, *derived, rec, payload, prev_s)))).decode()
+    assert all(hashed.count(x) == k for x, k in ((str(seq_s), 1), (eid_s, 1), (prev_s, 1), (TEMPLATE_GRANT, 2),
+                                                 (TEMPLATE_RECORDING, 2)))
     prev = GENESIS
     base = random.getrandbits(126)
     con = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
@@ -142,12 +149,15 @@ def build_ledger(url: str, n_grants: int, batch: int = 100_000) -> None:
     for start in range(0, n_grants, batch):
         rows = []
         for j in range(start, min(start + batch, n_grants)):
-            gid, rid = f"G-{j:07d}", f"rec-{j:07d}"
+            gid, rid, eid = f"G-{j:07d}", f"rec-{j:07d}", f"{base + j:032x}"
             cols = list(derived)
             cols[gi], cols[ri] = gid, rid
-            text = payload.replace(TEMPLATE_GRANT, gid).replace(TEMPLATE_RECORDING, rid)
-            row = (j + 1, f"{base + j:032x}", *cols, rec, text, prev)
-            prev = _row_hash(row)
+            row = (j + 1, eid, *cols, rec, payload.replace(TEMPLATE_GRANT, gid).replace(TEMPLATE_RECORDING, rid), prev)
+            text = (hashed.replace(TEMPLATE_GRANT, gid).replace(TEMPLATE_RECORDING, rid).replace(eid_s, eid)
+                    .replace(prev_s, prev).replace(str(seq_s), str(j + 1)))
+            prev = sha256(text.encode()).hexdigest()
+            if j == 0:
+                assert prev == _row_hash(row), "templated row hash differs from the ledger's"
             rows.append(row + (prev,))
         con.executemany(sql, rows)
     for ddl in index_sql:
@@ -175,8 +185,12 @@ def build_world(folder: str | Path, n: int, cleared_fraction: float = 1.0) -> tu
     for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"), marker):
         p.unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
-    build_catalog(home, n)
-    build_ledger(url, round(n * cleared_fraction))
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:  # the catalogue's Arrow work runs while SQLite inserts (no GIL held)
+        catalog = pool.submit(build_catalog, home, n)
+        build_ledger(url, round(n * cleared_fraction))
+        catalog.result()
     marker.write_text(json.dumps(want))
     return CATALOG, home, url
 

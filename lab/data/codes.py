@@ -117,7 +117,8 @@ def _audio_path(root: Path, item: Mapping[str, Any]) -> Path:
 
 def load_item_audio(item: Mapping[str, Any], root: Path, target_sr: int, *, verify: bool = True) -> np.ndarray:
     """Read one cleared item (a `Snapshot.item` / items row: recording_id, audio_path, audio_sha256): hash
-    the bytes (refusing audio that changed since clearance), decode the same bytes with soundfile, downmix to mono, resample to ``target_sr``. Returns float32 (samples,)."""
+    the bytes (refusing audio that changed since clearance), decode the same bytes with soundfile,
+    downmix to mono, resample to ``target_sr``. Returns float32 (samples,)."""
     path = _audio_path(Path(root), item)
     try:
         data = path.read_bytes()

@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Literal
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
@@ -141,7 +140,8 @@ def _leaves(table: pa.Table, text) -> bytes:
 def _party_text(parties: pa.ChunkedArray | pa.Array) -> pa.Array:
     values, off, nulls = jc.list_offsets(parties)
     element = jc.json_object({"name": jc.json_str(values.field("name")),
-                              "party_id": jc.json_str(values.field("party_id")), "right": jc.json_str(values.field("right")), "role": jc.json_str(values.field("role")),
+                              "party_id": jc.json_str(values.field("party_id")),
+                              "right": jc.json_str(values.field("right")), "role": jc.json_str(values.field("role")),
                               "share": jc.json_each_distinct(values.field("share"))})
     return jc.json_list(element, off, nulls)
 

@@ -50,8 +50,8 @@ def world(tmp_path):
     home = tmp_path / "home"
     save_catalog(Catalog(name=CATALOG, root=tmp_path / "audio", items=ITEMS), home)
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
-    ledger.append_many([grant(f"G-{r}", subject={"recording_id": r}) for r in ("r1", "r2", "r3", "bad")],
-                       recorded_at=RECORDED)
+    ledger.append_many([grant(f"G-{r}", subject={"recording_id": r, "catalog": CATALOG})
+                        for r in ("r1", "r2", "r3", "bad")], recorded_at=RECORDED)
     ledger.append(revoke("G-r3"), recorded_at=RECORDED + timedelta(days=200))
     yield home, ledger, tmp_path / "snapshots"
     ledger.close()
@@ -68,8 +68,12 @@ def header_for(world, items, tmp_path, policy: Policy | None = None, at: datetim
     _, ledger, _ = world
     table = items_to_table(items)
     decision = clear(table, ledger.frame(), policy or Policy(**POLICY), at)
+    def payloads(seqs):  # dicts: the per-grant path
+        stored = ledger.payloads(seqs)
+        return [[(q, stored[q]) for q in seqs]]
+
     _, header = write_snapshot(tmp_path / "in-memory", table, decision, catalog_info={"name": CATALOG},
-                               ledger_head=ledger.head(), payloads=lambda seqs: [[(q, ledger.payloads(seqs)[q]) for q in seqs]])
+                               ledger_head=ledger.head(), payloads=payloads)
     return header
 
 
@@ -146,7 +150,7 @@ def test_terms_parsed_by_arrow_or_per_grant_give_the_same_snapshot(world, tmp_pa
 def test_a_new_ledger_event_changes_the_id(world):
     before = run(world)
     _, ledger, _ = world
-    ledger.append(grant("G-elsewhere", subject={"recording_id": "not-in-this-catalogue"}),
+    ledger.append(grant("G-elsewhere", subject={"recording_id": "not-in-this-catalogue", "catalog": CATALOG}),
                   recorded_at=RECORDED + timedelta(days=201))
     after = run(world)
     assert after.doc["merkle_root"] == before.doc["merkle_root"]  # same decisions ...
@@ -302,7 +306,7 @@ def test_an_edited_parquet_cell_is_refused(world, edit):
     name, fn = PARQUET_EDITS[edit]
     _rewrite(folder, name, fn)
     with pytest.raises(SnapshotError) as err:
-        load_snapshot(folder).excluded  # excluded rows' own leaves are recomputed on first access
+        _ = load_snapshot(folder).excluded  # excluded rows' own leaves are recomputed on first access
     assert str(folder) in str(err.value)
     with pytest.raises(SnapshotError):
         load_snapshot(folder, deep=True)
@@ -328,7 +332,7 @@ def test_an_excluded_file_changed_after_loading_is_refused_on_access(world):
     snap = load_snapshot(folder)
     _rewrite(folder, "excluded.parquet", lambda t: _set(t, "detail", "r4", "x"), rehash=False)
     with pytest.raises(SnapshotError, match="excluded.parquet: sha256 does not match"):
-        snap.excluded
+        _ = snap.excluded
 
 
 def test_an_excluded_edit_is_caught_by_the_root_even_without_deep(world):
@@ -381,7 +385,8 @@ def test_missing_or_malformed_files_are_refused(world, tmp_path):
 
 # ----------------------------------------------------------------------------- tricky values
 
-TRICKY = ['quote " and backslash \\ and slash /', "line\nbreak\ttab\r\x00nul\x1fus\x7fdel", "é ü ß 漢字 🎵 \u2028\u2029",
+TRICKY = ['quote " and backslash \\ and slash /', "line\nbreak\ttab\r\x00nul\x1fus\x7fdel",
+          "é ü ß 漢字 🎵 \u2028\u2029",
           "{\"looks\": [\"like\", \"json\"]}, \"G-1\": {", "tab\tonly"]
 
 
@@ -398,11 +403,11 @@ def test_tricky_text_and_numbers_match_the_reference_definition(world, tmp_path)
     save_catalog(Catalog(name=CATALOG, root=tmp_path / "audio", items=ITEMS + items), home)
     parties = [{"name": TRICKY[1], "role": "master_owner", "right": "master", "share": 33.3},
                {"name": TRICKY[2], "role": "performer", "right": "master", "share": 66.7, "party_id": TRICKY[0]}]
-    ledger.append_many([grant(f"G-t{i}", subject={"recording_id": f"t{i}"}, attribution=TRICKY[i], parties=parties,
-                              compensation={"model": "flat_fee", "rate": 1e-7, "notes": TRICKY[i]},
+    ledger.append_many([grant(f"G-t{i}", subject={"recording_id": f"t{i}", "catalog": CATALOG}, attribution=TRICKY[i],
+                              parties=parties, compensation={"model": "flat_fee", "rate": 1e-7, "notes": TRICKY[i]},
                               valid_until="2027-01-01T00:00:00.250000Z")
                         for i in range(len(TRICKY))], recorded_at=RECORDED + timedelta(days=300))
-    ledger.append_many([grant(g, subject={"recording_id": "r1"}) for g in ("G-10", "G-1", "G-2")],
+    ledger.append_many([grant(g, subject={"recording_id": "r1", "catalog": CATALOG}) for g in ("G-10", "G-1", "G-2")],
                        recorded_at=RECORDED + timedelta(days=300))
     res = run(world)
     reference_check(res.snapshot_path)
