@@ -168,9 +168,9 @@ def ledger_events(n: int, n_events: int):
             licence="LicenseRef-lab-deal-7", valid_from="2025-01-01T00:00:00Z", valid_until="2029-01-01T00:00:00Z")})
     for j in range(n_opt):  # opt-outs on granted recordings (an artist says no despite the label's yes)
         r = (j * 97) % granted
-        first.append({"kind": "grant", "grant": _grant(f"OPT-{j:07d}", {"recording_id": _rid(r)}, r,
-                                                       status="opted_out", purposes=[], territories=[],
-                                                       parties=[])})
+        subject = {"recording_id": _rid(r), "catalog": CATALOG}
+        first.append({"kind": "grant", "grant": _grant(f"OPT-{j:07d}", subject, r, status="opted_out", purposes=[],
+                                                       territories=[], parties=[])})
     yield first
     del first
     later: list[dict] = []
@@ -199,13 +199,13 @@ def grant_subject(j: int, n_rid: int) -> dict:
     """Recording j's grant: by recording_id (a quarter also name the ISRC, a tenth pin the audio
     sha256 — 1 in 1000 of those a stale one), or by ISRC only."""
     if j < n_rid:
-        subj = {"recording_id": _rid(j)}
+        subj = {"recording_id": _rid(j), "catalog": CATALOG}  # a recording id alone is ambiguous
         if j % 4 == 0 and j % 50:
             subj["isrc"] = _isrc(j)
         if j % 10 == 0:
             subj["audio_sha256"] = _sha(j) if j % 1000 else _sha(j + 1)
         return subj
-    return {"isrc": _isrc(j)} if j % 50 else {"recording_id": _rid(j)}
+    return {"isrc": _isrc(j)} if j % 50 else {"recording_id": _rid(j), "catalog": CATALOG}
 
 
 def build_ledger(url: str, n: int, n_events: int, batch: int = 200_000) -> int:
