@@ -212,7 +212,12 @@ def test_model_card_metadata(shared_run, demo):
     for step, folder in shared_run.checkpoints.items():
         meta = _front_matter(folder / "README.md")
         card = _card(folder)
-        assert meta["license"] == "apache-2.0"  # the tiny model's own licence, as configured
+        # derived, not the tiny base's apache-2.0 alone: its licence AND those of the demo sources seen
+        assert meta["license"] == "other" and meta["license_link"] == "LICENSE"
+        expression = card["licence"]["expression"]
+        assert meta["lab"]["licence_expression"] == expression
+        assert {"Apache-2.0", "CC-BY-4.0"} <= set(expression.split(" AND "))
+        assert (folder / "LICENSE").read_text().startswith("Licence of the weights")
         assert "base_model" not in meta  # built from config: there is no Hub base to point at
         lab = meta["lab"]
         assert lab["snapshot"] == demo.snapshot_id == card["snapshot"]["snapshot_id"]
@@ -382,7 +387,10 @@ def test_declared_local_base_trains(shared_run, demo, tmp_path):
     assert lineage.base_model.digest == _card(shared_run.last)["lineage"]["base_model"]["digest"]
     assert lineage.parent_checkpoint is None and not lineage.inherited_sources
     meta = _front_matter(folder / "README.md")
-    assert meta["base_model"] == "acme/musicgen-tiny-base" and meta["license"] == "cc-by-4.0"
+    assert meta["base_model"] == "acme/musicgen-tiny-base"
+    # the declared base's CC-BY-4.0 AND the demo sources' licences (a catalogue deal among them)
+    assert "CC-BY-4.0" in card.licence.expression.split(" AND ") and card.licence.base == "CC-BY-4.0"
+    assert meta["license"] == ("cc-by-4.0" if card.licence.expression == "CC-BY-4.0" else "other")
     assert meta["lab"]["data_card_sha256"] == _sha256(folder / "data_card.json")
     assert verify_folder(folder, demo.public_key).ok
     assert not (run_dir / "base").exists(), "a local base is used in place, not rebuilt"
