@@ -69,5 +69,10 @@ INDEXES = [
     Index("ix_registry_sources_grant_id", sources.c.grant_id),
     Index("ix_registry_sources_recording_id", sources.c.recording_id),
     Index("ix_registry_sources_audio_sha256", sources.c.audio_sha256),
-    Index("ix_registry_sources_isrc", sources.c.isrc),
+    Index(
+        "ix_registry_sources_isrc",
+        sources.c.isrc,
+        sqlite_where=sources.c.isrc.isnot(None),
+        postgresql_where=sources.c.isrc.isnot(None),
+    ),  # most rows have none; `isrc = ?` still uses it
 ]

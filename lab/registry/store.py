@@ -24,6 +24,7 @@ from .schema import CHECKPOINT_COLUMNS, INDEXES, SOURCE_COLUMNS, audits, checkpo
 
 _CHUNK = 500  # ids per IN (...) clause
 _SOURCE_TYPES = {"seconds_seen": pa.float64()}
+_REINDEX_ROWS = 100_000  # inserts this big drop the source indexes and build them again afterwards
 
 
 class RegistryError(Exception):
@@ -144,6 +145,11 @@ class Registry:
 
     def _insert_sources(self, conn: Connection, table: pa.Table) -> None:
         table = table.select(list(SOURCE_COLUMNS))
+        # Index maintenance per random key (grant, hash) dominates a big insert; rebuilding the
+        # indexes after one sorted pass is several times faster (DDL is transactional in both engines).
+        rebuild = [ix for ix in INDEXES if ix.table is sources] if table.num_rows >= _REINDEX_ROWS else []
+        for ix in rebuild:
+            ix.drop(conn)
         if self._sqlite:  # the DBAPI cursor: tuples straight from Arrow columns
             cols = ", ".join(SOURCE_COLUMNS)
             marks = ", ".join("?" * len(SOURCE_COLUMNS))
@@ -157,6 +163,8 @@ class Registry:
         else:
             for batch in table.to_batches(max_chunksize=50_000):
                 conn.execute(sources.insert(), batch.to_pylist())
+        for ix in rebuild:
+            ix.create(conn)
 
     def clear(self) -> None:
         """Forget every checkpoint and source row (audit summaries stay: they are keyed by id)."""
@@ -283,4 +291,6 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA busy_timeout = 60000")
     cur.execute("PRAGMA journal_mode = WAL")
     cur.execute("PRAGMA synchronous = NORMAL")
+    cur.execute("PRAGMA cache_size = -262144")  # 256 MiB at most: index builds over a million rows stay in memory
+    cur.execute("PRAGMA temp_store = MEMORY")  # and so do their sorts
     cur.close()
