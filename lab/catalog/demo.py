@@ -108,7 +108,8 @@ def _grant(i: int, m: dict, now: datetime, sha: str | None, **over) -> dict:
     label, publisher = m["rights_holders"][0], m["rights_holders"][1]
     g = {
         "grant_id": f"G-{i:04d}", "version": 1, "issued_at": _iso(now - timedelta(days=200)), "issuer": ISSUER,
-        "subject": {"recording_id": m["recording_id"], "isrc": m["isrc"]} | ({"audio_sha256": sha} if sha else {}),
+        "subject": {"recording_id": m["recording_id"], "catalog": CATALOG, "isrc": m["isrc"]}
+        | ({"audio_sha256": sha} if sha else {}),
         "status": "opted_in",
         "parties": [
             {"name": label, "role": "master_owner", "right": "master", "share": 70},

@@ -204,7 +204,10 @@ def effective_grants(frame: pa.Table, at: datetime, policy: Policy) -> pa.Table:
     is_version = _np(pc.is_in(kind, pa.array(["grant", "amend"])))
     ended = _np(pc.less_equal(known["effective_at"], t))
     revoked = np.zeros(n_ids, dtype=bool)
-    revoked[gcode[_np(pc.equal(kind, "revoke")) & ended]] = True
+    is_revoke = _np(pc.equal(kind, "revoke")) & ended
+    revoked[gcode[is_revoke]] = True
+    revoked_seq = np.zeros(n_ids, dtype=np.int64)  # seq of the revocation (0: none in force)
+    revoked_seq[gcode[is_revoke]] = _np(known["seq"], np.int64)[is_revoke]
     expired = np.zeros(n_ids, dtype=bool)
     expired[gcode[_np(pc.equal(kind, "expire")) & ended]] = True
     # Grant ids another grant replaces (an amend under a new id names the old one in `supersedes`).
@@ -255,6 +258,7 @@ def effective_grants(frame: pa.Table, at: datetime, policy: Policy) -> pa.Table:
     rows = pa.array(latest[keep], pa.int64())
     out = known.select(["seq", "grant_id", "status", *SUBJECT_KEYS.values()]).take(rows)
     out = out.append_column("code", pa.array(code[keep]))
+    out = out.append_column("revoked_seq", pa.array(revoked_seq[lcode][keep]))
     return out.append_column("g", pa.array(np.arange(out.num_rows, dtype=np.int64)))
 
 
@@ -277,42 +281,78 @@ def _join_codes(item_codes: np.ndarray, item_rows: np.ndarray, grant_codes: np.n
 def _pairs(items: pa.Table, grants: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """(item row, grant row) for every grant whose subject names this item.
 
-    A grant matches when every identifier it names equals the item's; the first named
-    identifier drives the join and the others are checked on the joined pairs. The join hashes
-    the grants' distinct values once and probes them with the items' (integer codes after that).
+    An opt-in grant matches when EVERY identifier it names equals the item's (a recording id on
+    its own, which only a ledger older than that rule can hold, matches nothing: ambiguous across
+    catalogues). An opt-out or a revoked grant matches every item that carries ANY identifier it
+    names, in every catalogue: the recording id in its catalogue, the ISRC, the audio sha256 (the
+    catalogue itself when it names nothing else). A revocation outranks the other grants of an item
+    it matches that were recorded before it: consent given again is a grant recorded after it.
     """
-    item_idx, grant_idx = [], []
-    undriven = np.ones(grants.num_rows, dtype=bool)
     named = {key: _np(pc.is_valid(grants[gcol])) for key, gcol in SUBJECT_KEYS.items()}
-    for key, gcol in SUBJECT_KEYS.items():
+    code = _np(grants["code"], np.int64) if grants.num_rows else np.zeros(0, np.int64)
+    any_match = (code == _CODE["opted_out"]) | (code == _CODE["revoked"])
+    bare = named["recording_id"] & ~(named["catalog"] | named["isrc"] | named["audio_sha256"])
+    item_idx, grant_idx = [], []
+    undriven = ~any_match & ~bare
+    for key in SUBJECT_KEYS:  # every named identifier must match: the first drives the join
         driven = named[key] & undriven
         undriven &= ~driven
-        if not driven.any():
-            continue
-        g_rows = np.flatnonzero(driven)
-        enc = pc.dictionary_encode(_array(grants[gcol]).take(pa.array(g_rows, pa.int64())))
-        hit = pc.index_in(_array(items[key]), value_set=enc.dictionary)
-        i_rows = np.flatnonzero(_np(pc.is_valid(hit)))
-        if len(i_rows) == 0:
-            continue
-        i_codes = _np(hit.drop_null(), np.int64)
-        i, g = _join_codes(i_codes, i_rows, _np(enc.indices, np.int64), g_rows)
-        ok = np.ones(len(i), dtype=bool)
-        for other, ocol in SUBJECT_KEYS.items():
-            if other == key:
-                continue
-            # Named on the grant → must equal the item's (a null on the item never matches).
-            check = np.flatnonzero(named[other][g])
-            if len(check) == 0:
-                continue
-            want = _array(grants[ocol]).take(pa.array(g[check], pa.int64()))
-            have = _array(items[other]).take(pa.array(i[check], pa.int64()))
-            ok[check] &= _np(pc.equal(have, want))
-        item_idx.append(i[ok])
-        grant_idx.append(g[ok])
+        if driven.any():
+            i, g = _join_on(items, grants, np.flatnonzero(driven), key, [k for k in SUBJECT_KEYS if k != key], named)
+            item_idx.append(i)
+            grant_idx.append(g)
+    item_level = named["recording_id"] | named["isrc"] | named["audio_sha256"]
+    for key, rows in (("recording_id", any_match & named["recording_id"]), ("isrc", any_match & named["isrc"]),
+                      ("audio_sha256", any_match & named["audio_sha256"]), ("catalog", any_match & ~item_level)):
+        if rows.any():  # any named identifier: one join per identifier (a recording id within its catalogue)
+            checks = ["catalog"] if key == "recording_id" else []
+            i, g = _join_on(items, grants, np.flatnonzero(rows), key, checks, named)
+            item_idx.append(i)
+            grant_idx.append(g)
     if not item_idx:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(item_idx), np.concatenate(grant_idx)
+    i, g = np.concatenate(item_idx), np.concatenate(grant_idx)
+    if any_match.any():  # one pair per (item, grant) though several identifiers matched
+        key = np.unique(i * max(grants.num_rows, 1) + g)
+        i, g = key // max(grants.num_rows, 1), key % max(grants.num_rows, 1)
+        if "revoked_seq" in grants.column_names:
+            i, g = _after_revocations(i, g, code, _np(grants["revoked_seq"], np.int64), _np(grants["seq"], np.int64))
+    return i, g
+
+
+def _join_on(items: pa.Table, grants: pa.Table, g_rows: np.ndarray, key: str, checks: list[str],
+             named: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of `g_rows` with the items whose `key` equals theirs, kept where every identifier of
+    `checks` the grant names equals the item's too (a null on the item never matches). The join
+    hashes the grants' distinct values once and probes them with the items' (integer codes after)."""
+    enc = pc.dictionary_encode(_array(grants[SUBJECT_KEYS[key]]).take(pa.array(g_rows, pa.int64())))
+    hit = pc.index_in(_array(items[key]), value_set=enc.dictionary)
+    i_rows = np.flatnonzero(_np(pc.is_valid(hit)))
+    if len(i_rows) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    i, g = _join_codes(_np(hit.drop_null(), np.int64), i_rows, _np(enc.indices, np.int64), g_rows)
+    ok = np.ones(len(i), dtype=bool)
+    for other in checks:
+        check = np.flatnonzero(named[other][g])
+        if len(check) == 0:
+            continue
+        want = _array(grants[SUBJECT_KEYS[other]]).take(pa.array(g[check], pa.int64()))
+        have = _array(items[other]).take(pa.array(i[check], pa.int64()))
+        ok[check] &= _np(pc.equal(have, want))
+    return i[ok], g[ok]
+
+
+def _after_revocations(i: np.ndarray, g: np.ndarray, code: np.ndarray, revoked_seq: np.ndarray,
+                       seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop the pairs of grants recorded before the latest revocation that matches the same item
+    (opt-outs stay: they outrank everything anyway)."""
+    rev = code[g] == _CODE["revoked"]
+    if not rev.any():
+        return i, g
+    latest = np.zeros(int(i.max()) + 1, dtype=np.int64)
+    np.maximum.at(latest, i[rev], revoked_seq[g[rev]])
+    keep = rev | (code[g] == _CODE["opted_out"]) | (seq[g] > latest[i])
+    return i[keep], g[keep]
 
 
 NO_GRANT_DETAIL = "no grant in the ledger names this recording, its ISRC, its audio or its catalogue"

@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -75,7 +76,10 @@ class Party(Strict):
 
 
 class Subject(Strict):
-    """What a grant covers. Every identifier given must match the catalogue item."""
+    """What a grant covers. An opt-in grant matches a catalogue item when every identifier it names
+    equals the item's; an opt-out (or a revoked grant) matches every item, in every catalogue, that
+    carries any of them. A recording id is unique only within its catalogue, so a subject that names
+    one must also name the catalogue, an ISRC or the audio sha256."""
 
     recording_id: Identifier | None = None
     isrc: str | None = None
@@ -95,9 +99,13 @@ class Subject(Strict):
         return v
 
     @model_validator(mode="after")
-    def _some_identifier(self):
+    def _some_identifier(self, info: ValidationInfo):
         if not any((self.recording_id, self.isrc, self.audio_sha256, self.catalog)):
             raise ValueError("subject needs at least one of recording_id, isrc, audio_sha256, catalog")
+        stored = bool(info.context and info.context.get("stored"))  # written before the rule: read as it is
+        if self.recording_id and not (self.catalog or self.isrc or self.audio_sha256) and not stored:
+            raise ValueError(f"recording_id {self.recording_id!r} alone is ambiguous across catalogues: "
+                             "name its catalog too (or its isrc or audio_sha256)")
         return self
 
 
@@ -207,6 +215,9 @@ class ExpireEvent(Strict):
 
 LedgerEvent = Annotated[Union[GrantEvent, AmendEvent, RevokeEvent, ExpireEvent], Field(discriminator="kind")]
 EVENT_ADAPTER: TypeAdapter = TypeAdapter(LedgerEvent)
+# Validation context for events read back from a ledger: rules added since they were written
+# (a recording id must come with its catalogue) do not make an append-only ledger unreadable.
+STORED = {"stored": True}
 
 
 def parse_event(data: dict) -> GrantEvent | AmendEvent | RevokeEvent | ExpireEvent:

@@ -39,8 +39,8 @@ def item(rid: str, *, isrc: str | None = None, sha: str | None = SHA, catalog: s
 
 
 def subject(rid: str, **extra) -> dict:
-    """A subject naming the recording only (the helper's default also pins an ISRC and a sha)."""
-    return {"recording_id": rid, **extra}
+    """A subject naming the recording in its catalogue only (the helper's default also pins an ISRC and a sha)."""
+    return {"recording_id": rid, "catalog": "cat", **extra}
 
 
 def good(gid: str, rid: str, **over) -> dict:

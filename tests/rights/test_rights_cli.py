@@ -41,7 +41,7 @@ def run_json(app, *args):
 
 
 def test_import_show_history_verify(app, url, tmp_path):
-    path = write_jsonl(tmp_path / "e.jsonl", [grant("G-1"), grant("G-2", subject={"recording_id": "rec-9"}),
+    path = write_jsonl(tmp_path / "e.jsonl", [grant("G-1"), grant("G-2", subject={"recording_id": "rec-9", "catalog": "cat"}),
                                               revoke("G-2")])
     r, out = run_json(app, "import", str(path), "--ledger", url)
     assert r.exit_code == 0 and out["imported"] == 3 and out["head_seq"] == 3
