@@ -42,3 +42,18 @@ def keys_dir() -> Path:
 
 def cache_dir() -> Path:
     return lab_home() / "cache"
+
+
+def ledger_heads_path(url, ledger_id: str, home: Path | None = None) -> Path | None:
+    """Where the signed-head log of the ledger at `url` (a SQLAlchemy URL) lives: env
+    LAB_LEDGER_HEADS if set; beside a SQLite file as `<db>.heads.jsonl`; none for an in-memory
+    SQLite ledger; else `<home or lab_home()>/ledger-heads/<ledger id, 16 hex>.jsonl`."""
+    explicit = os.environ.get("LAB_LEDGER_HEADS")
+    if explicit:
+        return Path(explicit).expanduser()
+    if url.get_backend_name() == "sqlite":
+        db = url.database or ""
+        if not db or db == ":memory:" or db.startswith("file::memory:"):
+            return None
+        return Path(db).expanduser().resolve().with_name(Path(db).name + ".heads.jsonl")
+    return Path(home if home is not None else lab_home()) / "ledger-heads" / f"{ledger_id[:16]}.jsonl"

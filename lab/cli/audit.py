@@ -24,11 +24,12 @@ def audit_cmd(
     from ..audit.verify import audit_checkpoint
     from ..cards.signing import ensure_keypair
     from ..registry.publish import remember_audit
-    from ..rights.ledger import Ledger
+    from ..rights.heads import open_ledger
     from ..settings import keys_dir, ledger_url
 
     key = public_key or ensure_keypair(keys_dir()).public_path
-    report = audit_checkpoint(checkpoint, public_key=key, ledger=None if offline else Ledger(ledger or ledger_url()))
+    books = None if offline else open_ledger(ledger or ledger_url())  # with its signed heads (lab.rights.heads)
+    report = audit_checkpoint(checkpoint, public_key=key, ledger=books)
     remember_audit(checkpoint, report.to_dict())  # shown by `lab checkpoints list` when registered
     if html is not None:
         from ..audit.report import write_html

@@ -36,10 +36,10 @@ def build_demo(home: Path, ledger_url: str, *, fresh: bool = False) -> dict:
     from ..catalog.demo import CATALOG, write_demo_source
     from ..catalog.ingest import ingest
     from ..catalog.store import save_catalog
-    from ..rights.ledger import Ledger
+    from ..rights.heads import open_ledger
 
     source = home / "demo-source"
-    ledger = Ledger(ledger_url)
+    ledger = open_ledger(ledger_url, home=home)  # the import's head is signed by <home>/keys
     already = ledger.grant_history("G-0000")
     if already and not fresh and (source / "metadata.jsonl").is_file():
         src_meta, imported = source / "metadata.jsonl", 0

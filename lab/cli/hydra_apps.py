@@ -14,7 +14,7 @@ import typer
 
 from ..resources import CONFIG_SOURCE, ConfigDirNotFoundError, config_search_path
 from . import app
-from .output import emit_json, table
+from .output import emit_json, fail, table
 
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 _CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
@@ -77,8 +77,15 @@ def print_clear_summary(summary: dict, as_json: bool = False) -> None:
 
 def _clear_task(cfg) -> None:
     from ..jobs.clear import main
+    from ..rights.consent import LedgerBroken
 
-    result = main(cfg)
+    try:
+        result = main(cfg)
+    except LedgerBroken as exc:  # one line and exit 1, not Hydra's error report
+        try:
+            fail(str(exc), as_json=bool(cfg.get("json", False)))
+        except typer.Exit as done:
+            raise SystemExit(done.exit_code) from None
     print_clear_summary(result.summary(), bool(cfg.get("json", False)))
 
 
@@ -104,9 +111,15 @@ def print_train_summary(summary: dict, as_json: bool = False) -> None:
 
 
 def _train_task(cfg) -> None:
-    from ..recipes.train import main
+    from ..recipes.train import TrainingRefused, main
 
-    summary = main(cfg)
+    try:
+        summary = main(cfg)
+    except TrainingRefused as exc:  # a refusal is the user's answer, not a crash: no Hydra error report
+        try:
+            fail(str(exc), as_json=bool(cfg.get("json", False)))
+        except typer.Exit as done:
+            raise SystemExit(done.exit_code) from None
     if summary is not None and int(os.environ.get("RANK", "0")) == 0:
         print_train_summary(summary.to_dict(), bool(cfg.get("json", False)))
 

@@ -42,10 +42,11 @@ def _fail(message: str, as_json: bool, **extra: Any) -> NoReturn:
 
 @contextmanager
 def _ledger(url: str | None, as_json: bool) -> Iterator[Any]:
-    from ..rights.ledger import Ledger, LedgerError
+    from ..rights.heads import open_ledger
+    from ..rights.ledger import LedgerError
 
     try:
-        ledger = Ledger(url)
+        ledger = open_ledger(url)  # signs its head after every write (lab.rights.heads)
     except (ArgumentError, SQLAlchemyError, OSError) as exc:
         _fail(f"cannot open ledger {url or '(default)'}: {exc}", as_json)
     try:
@@ -312,7 +313,10 @@ def verify(
     ledger: LedgerOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Recompute the hash chain. Exit 0 only when it is intact; otherwise name the first bad event."""
+    """Recompute the hash chain and check every signed head. Exit 0 only when both hold; otherwise
+    name the first event deleted or rewritten."""
+    from ..rights.heads import verify_ledger
+
     anchor_t = None
     if anchor:
         seq_s, _, h = anchor.partition(":")
@@ -320,7 +324,7 @@ def verify(
             _fail(f"--anchor {anchor!r}: expected SEQ:HASH (64 lowercase hex)", json_)
         anchor_t = (int(seq_s), h)
     with _ledger(ledger, json_) as L:
-        report = L.verify(deep=not quick, anchor=anchor_t)
+        report = verify_ledger(L, deep=not quick, anchor=anchor_t)
     data = report.model_dump(mode="json")
     if not json_:
         for w in report.warnings:
@@ -329,8 +333,9 @@ def verify(
         if json_:
             emit_json(data)
         else:
+            heads = "" if L.heads is None else f"; extends every signed head in {L.heads.path}"
             _say(f"ledger intact: {report.n_events} events, head seq {report.head_seq} {report.head_hash}"
-                 + ("" if report.deep else " (quick: chain only)"))
+                 + ("" if report.deep else " (quick: chain only)") + heads)
         return
     p = report.problems[0]
     more = f" (+{report.n_problems - 1} more problem(s))" if report.n_problems > 1 else ""

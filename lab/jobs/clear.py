@@ -15,6 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..catalog.store import load_catalog_table, manifest_path
 from ..rights.clearance import CLEARANCE_COLUMNS, clear, effective_grants
+from ..rights.consent import verify_chain
+from ..rights.heads import open_ledger
 from ..rights.ledger import Ledger
 from ..rights.policy import Policy
 from ..snapshot import GrantTerms, write_snapshot
@@ -50,7 +52,9 @@ def run_clearance(*, catalog: str, ledger: Ledger, policy: Policy, snapshots_dir
                   progress: Callable[[str, float], None] | None = None) -> ClearResult:
     """Clear `catalog` against `ledger` under `policy` and write the snapshot.
 
-    The ledger is read up to its head as of the start (the head the snapshot records: an event
+    The ledger's chain and signed heads are verified first (incrementally, since the last verified
+    head; `LedgerBroken` if they do not hold: nothing is cleared from an edited ledger), then it
+    is read up to that head (the head the snapshot records: an event
     appended meanwhile is in neither), only the columns clearance needs, while the catalogue
     loads on another thread. The terms of the grants that may clear something are read from the
     ledger on another thread from the moment the effective grants are known. `progress(stage,
@@ -65,7 +69,7 @@ def run_clearance(*, catalog: str, ledger: Ledger, policy: Policy, snapshots_dir
             clock[0] = now
 
     at = at or policy.moment()
-    head = ledger.head()
+    head = verify_chain(ledger, incremental=True)
     with ThreadPoolExecutor(1, thread_name_prefix="lab-clear-catalog") as pool:
         loading = pool.submit(load_catalog_table, catalog, home)
         frame = ledger.frame(upto_seq=head[0], columns=CLEARANCE_COLUMNS)
@@ -90,6 +94,12 @@ def run_clearance(*, catalog: str, ledger: Ledger, policy: Policy, snapshots_dir
 
 def main(cfg: DictConfig) -> ClearResult:
     policy = policy_from_cfg(cfg.policy)
-    ledger = Ledger(cfg.ledger_url)
+    ledger = open_ledger(cfg.ledger_url, home=Path(cfg.paths.home), key_dir=_key_dir(cfg))
     return run_clearance(catalog=cfg.data.catalog, ledger=ledger, policy=policy,
                          snapshots_dir=Path(cfg.paths.snapshots), home=Path(cfg.paths.home))
+
+
+def _key_dir(cfg: DictConfig) -> Path:
+    """The lab key that signs the ledger's heads: `signing.key_dir` where the config has one, else <home>/keys."""
+    signing = cfg.get("signing") or {}
+    return Path(signing.get("key_dir") or Path(cfg.paths.home) / "keys")

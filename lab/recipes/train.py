@@ -32,7 +32,8 @@ from ..data.exposure import ExposureMeter
 from ..data.loader import MusicgenCollator, iterate_batches, model_inputs
 from ..models.musicgen import merge_lora, save_model
 from ..registry.publish import register_published
-from ..rights.consent import check_sources
+from ..rights.consent import LedgerBroken, check_sources
+from ..rights.heads import open_ledger
 from ..rights.ledger import Ledger
 from ..rights.policy import Policy
 from ..snapshot import Snapshot, load_snapshot
@@ -87,7 +88,10 @@ def stale_sources(snapshot: Snapshot, catalog: pa.Table, ledger: Ledger, policy:
     problems += [(rid, "audio_changed", f"catalogue audio sha256 is now {new}, snapshot has {old}")
                  for rid, new, old in zip(changed["recording_id"].to_pylist(), changed["catalogue_sha256"].to_pylist(),
                                           changed["audio_sha256"].to_pylist())]
-    answer = check_sources(items, ledger, policy, catalog=snapshot.catalog["name"])
+    try:  # the chain and its signed heads, re-hashed since the last verified head
+        answer = check_sources(items, ledger, policy, catalog=snapshot.catalog["name"], incremental=True)
+    except LedgerBroken as exc:
+        raise TrainingRefused(str(exc)) from None
     return sorted(problems + answer.problems())
 
 
@@ -159,7 +163,7 @@ class TrainRecipe:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.home = Path(cfg.paths.home)
         self.policy = policy_from_cfg(cfg.policy)
-        self.ledger = Ledger(cfg.ledger_url)
+        self.ledger = open_ledger(cfg.ledger_url, home=self.home, key_dir=Path(cfg.signing.key_dir))
         keys = ensure_keypair(Path(cfg.signing.key_dir))
         self.private_key = Path(cfg.signing.private_key) if cfg.signing.get("private_key") else keys.private_path
         self.public_key = Path(cfg.signing.public_key) if cfg.signing.get("public_key") else keys.public_path

@@ -53,10 +53,14 @@ class ConsentAnswer:
         return list(zip(bad["recording_id"].to_pylist(), bad["reason"].to_pylist(), bad["detail"].to_pylist()))
 
 
-def verify_chain(ledger: Ledger, report: VerifyReport | None = None) -> tuple[int, str]:
-    """The ledger's head, once its chain verifies (`report`: a verification the caller just ran);
+def verify_chain(ledger: Ledger, report: VerifyReport | None = None, *, incremental: bool = False) -> tuple[int, str]:
+    """The ledger's head, once its chain verifies and it still extends every head the lab key signed
+    (`lab.rights.heads`; `report`: a chain verification the caller just ran, then only the heads are
+    checked; `incremental`: only the events since the last verified head are re-hashed);
     LedgerBroken naming the first problem otherwise."""
-    report = report or ledger.verify(deep=False)
+    from .heads import verify_ledger
+
+    report = verify_ledger(ledger, report=report, incremental=incremental)
     if not report.ok:
         p = report.first_problem
         raise LedgerBroken(f"the consent ledger does not verify (seq {p.seq}: {p.problem}); "
@@ -79,15 +83,17 @@ def subjects(sources: pa.Table, catalog: str | None = None) -> pa.Table:
 
 
 def check_sources(sources: pa.Table, ledger: Ledger, policy: Policy, *, at: datetime | None = None,
-                  catalog: str | None = None, verified: VerifyReport | None = None) -> ConsentAnswer:
+                  catalog: str | None = None, verified: VerifyReport | None = None,
+                  incremental: bool = False) -> ConsentAnswer:
     """Would every source clear under `policy` at `at` (default: now, never the policy's pinned
     moment: a past date must not hide a revocation recorded since)?
 
     `sources`: at least `recording_id` and `audio_sha256`, with `catalog` and `isrc` where known
     (`catalog` fills a missing catalog column). `verified`: the caller's own verification of
-    the ledger a moment ago (the audit's `ledger_then`), so the chain is not read twice."""
+    the ledger a moment ago (the audit's `ledger_then`), so the chain is not read twice.
+    `incremental`: re-hash only the events since the last verified signed head (`lab train`)."""
     at = at or datetime.now(timezone.utc)
-    head = verify_chain(ledger, verified)
+    head = verify_chain(ledger, verified, incremental=incremental)
     table = subjects(sources, catalog)
     frame = ledger.frame(upto_seq=head[0], columns=CLEARANCE_COLUMNS)
     decision = clear(table, frame, policy, at)

@@ -10,8 +10,11 @@ of defence; the chain is what actually proves integrity when someone drops them.
 Appends are serialised across processes: SQLite transactions start with BEGIN IMMEDIATE,
 PostgreSQL ones take a transaction-scoped advisory lock, and the head is read after that.
 
-Deleting the *last* events cannot be seen from inside the chain; anything that remembers a
-head (snapshots and data cards carry `head_seq`/`head_hash`) can pass it to `verify(anchor=...)`.
+Deleting the *last* events, or re-hashing the chain from an edited event onward, cannot be seen
+from inside the chain; anything that remembers a head (snapshots and data cards carry
+`head_seq`/`head_hash`, the signed-head log of `lab.rights.heads` one per write) can pass it to
+`verify(anchor=...)` / `verify(anchors=...)`. A `Ledger(url, heads=HeadLog(...))` has the lab key
+sign its head after every write; a bare `Ledger(url)` signs nothing (tests, benchmarks, tools).
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from ..util.canonical import canonical_json
 from ..util.timestamps import FORMAT as TS_FORMAT
 from ..util.timestamps import from_ts, to_ts, utcnow
-from .records import EVENT_ADAPTER, AmendEvent, ExpireEvent, GrantEvent, RevokeEvent, parse_event
+from .records import EVENT_ADAPTER, STORED, AmendEvent, ExpireEvent, GrantEvent, RevokeEvent, parse_event
 
 __all__ = [
     "COLUMNS", "FRAME_COLUMNS", "GENESIS", "TABLE", "Ledger", "LedgerError", "PayloadBatch", "Problem", "StoredEvent",
@@ -223,6 +226,8 @@ class VerifyReport(BaseModel):
     n_problems: int = 0  # problems found; `problems` keeps the first `max_problems`
     warnings: list[str] = Field(default_factory=list)
     deep: bool = True  # columns re-derived and payloads re-validated, not just the chain
+    start_seq: int = 0  # events after this seq were re-hashed (0: the whole chain)
+    anchors_failed: list[int] = Field(default_factory=list)  # seqs of `anchors` not held with their hash
 
     @property
     def first_problem(self) -> Problem | None:
@@ -321,7 +326,7 @@ def _sqlite_url(url: str) -> str:
 class Ledger:
     """Append-only, hash-chained consent events in any SQLAlchemy database (SQLite by default)."""
 
-    def __init__(self, url: str | None = None, *, echo: bool = False):
+    def __init__(self, url: str | None = None, *, echo: bool = False, heads: Any = None):
         if url is None:
             from ..settings import ledger_url
 
@@ -349,6 +354,12 @@ class Ledger:
             self._install_sqlite_listeners(self.engine)
         self._ready = False
         self._guarded = False
+        self.heads = heads  # a lab.rights.heads.HeadLog: signs the head after every write (None: no log)
+
+    @property
+    def ledger_id(self) -> str:
+        """Who this ledger is in a signed head: sha256 of its URL with the password hidden."""
+        return hashlib.sha256(self.engine.url.render_as_string(hide_password=True).encode()).hexdigest()
 
     # -- plumbing ------------------------------------------------------------
 
@@ -486,7 +497,7 @@ class Ledger:
     def _stored(self, row) -> StoredEvent:
         seq = row[0]
         try:
-            ev = EVENT_ADAPTER.validate_json(row[4])
+            ev = EVENT_ADAPTER.validate_json(row[4], context=STORED)
         except ValidationError as exc:
             raise LedgerError(f"event seq {seq} ({row[1]}): stored payload does not validate: "
                               + "; ".join(format_validation_error(exc))) from None
@@ -817,7 +828,21 @@ class Ledger:
         finally:
             if gc_was_enabled:
                 gc.enable()
+        if self.heads is not None and stored:  # after the commit: a signed head is never ahead of the ledger
+            last = stored[-1]
+            self.heads.sign(self.ledger_id, last.seq, last.hash, last.event_id)
         return stored
+
+    def hashes_at(self, seqs: Iterable[int]) -> dict[int, tuple[str, str]]:
+        """seq → (hash, event_id) for each of `seqs` the ledger holds (a head check without a scan)."""
+        self._ensure()
+        t = ledger_events.c
+        out: dict[int, tuple[str, str]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted({int(s) for s in seqs}), 500):
+                for seq, h, eid in conn.execute(select(t.seq, t.hash, t.event_id).where(t.seq.in_(chunk))):
+                    out[int(seq)] = (h, eid)
+        return out
 
     def _append_locked(self, models, ids, explicit, labels, multi, stored) -> None:
         with self._write() as conn:
@@ -923,6 +948,7 @@ class Ledger:
     # -- verifying -----------------------------------------------------------
 
     def verify(self, *, deep: bool = True, anchor: tuple[int, str] | None = None,
+               anchors: Sequence[tuple[int, str]] = (), start: tuple[int, str] | None = None,
                max_problems: int = 100, batch: int = 20_000) -> VerifyReport:
         """Re-derive the whole chain and report every problem found.
 
@@ -935,6 +961,10 @@ class Ledger:
 
         `anchor=(seq, hash)` is a head remembered elsewhere (a snapshot, a data card): the ledger
         must still hold that event with that hash, which also catches a truncated tail.
+        `anchors`: more such heads (the signed heads); those that fail are listed in `anchors_failed`.
+        `start=(seq, hash)`: a head verified before; only the events after it are re-hashed (and
+        anchors after it checked), provided the ledger still holds it with that hash; if it does
+        not, the whole chain is verified and that is the first problem.
         """
         self._ensure()
         problems: list[Problem] = []
@@ -948,13 +978,30 @@ class Ledger:
 
         with self.engine.connect() as conn:
             missing = self._missing_guards(conn)
+            start_row = None
+            if start is not None and start[0] > 0:
+                t = ledger_events.c
+                start_row = conn.execute(select(t.seq, t.hash, t.event_id, t.recorded_at)
+                                         .where(t.seq == int(start[0]))).first()
         warnings = [f"append-only guard {name!r} is missing (dropped?); the next append puts it back"
                     for name in missing]
 
         i_rec, i_prev, i_hash = _I["recorded_at"], _I["prev_hash"], _I["hash"]
-        sql = f"SELECT {', '.join(COLUMNS)} FROM {TABLE} ORDER BY seq"
+        sql = f"SELECT {', '.join(COLUMNS)} FROM {TABLE}"
         expected, prev_hash, prev_rec, last_seq, n = 1, GENESIS, "", 0, 0
-        anchor_seen = anchor is None
+        if start_row is not None and start_row[1] == start[1]:
+            sql += f" WHERE seq > {int(start[0])}"
+            expected, prev_hash, prev_rec, last_seq = int(start[0]) + 1, start[1], start_row[3], int(start[0])
+        elif start is not None and start[0] > 0:
+            what = "is gone" if start_row is None else "has another hash"
+            problem(int(start[0]), start_row[2] if start_row else None,
+                    f"the last verified head seq {start[0]} {what}: the ledger was rewritten since it was verified")
+        start_seq = last_seq
+        sql += " ORDER BY seq"
+        anchor_seen = anchor is None or anchor[0] <= start_seq
+        amap = {int(s): h for s, h in anchors if int(s) > start_seq}
+        seen_anchors: set[int] = set()
+        failed: set[int] = set()
         validate = EVENT_ADAPTER.validate_python
         loads = orjson.loads
         sha256 = hashlib.sha256
@@ -978,6 +1025,12 @@ class Ledger:
                         problem(seq, row[1], "hash does not match the row: it was changed after it was written")
                     if deep:
                         self._deep_check(problem, row, loads, validate)
+                    if amap and seq in amap:
+                        seen_anchors.add(seq)
+                        if h != amap[seq]:
+                            failed.add(seq)
+                            problem(seq, row[1], f"signed head seq {seq} has hash {amap[seq]}, the ledger now "
+                                                 f"has {h}: rewritten after it was signed")
                     if anchor is not None and seq == anchor[0]:
                         anchor_seen = True
                         if h != anchor[1]:
@@ -990,9 +1043,13 @@ class Ledger:
         if not anchor_seen:
             problem(anchor[0], None, f"anchored head seq {anchor[0]} is not in the ledger, which ends at "
                                      f"seq {last_seq} (truncated?)")
+        for seq in sorted(set(amap) - seen_anchors):
+            failed.add(seq)
+            problem(seq, None, f"signed head seq {seq} is not in the ledger, which ends at seq {last_seq} "
+                               "(deleted after it was signed?)")
         return VerifyReport(ok=n_problems == 0, n_events=n, head_seq=last_seq if isinstance(last_seq, int) else -1,
                             head_hash=prev_hash, problems=problems, n_problems=n_problems, warnings=warnings,
-                            deep=deep)
+                            deep=deep, start_seq=start_seq, anchors_failed=sorted(failed))
 
     @staticmethod
     def _link_problems(problem, row, expected: int, prev_hash: str, prev_rec: str, last_seq: int) -> None:
@@ -1023,7 +1080,7 @@ class Ledger:
             diff = [c for c, a, b in zip(DERIVED, derived, stored) if a != b]
             problem(seq, eid, f"column(s) differ from the payload: {', '.join(diff)}")
         try:
-            validate(p)
+            validate(p, context=STORED)
         except ValidationError as exc:
             problem(seq, eid, "payload does not validate: " + "; ".join(format_validation_error(exc)))
 
