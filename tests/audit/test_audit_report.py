@@ -6,6 +6,8 @@ import json
 import re
 import shutil
 
+import pytest
+from audit_helpers import build_audit_demo
 from typer.testing import CliRunner
 
 from lab.audit.report import lineage_chain, render_html
@@ -16,6 +18,11 @@ from lab.util.timestamps import utcnow
 
 HOSTILE = '<script>alert("pwned")</script> & <img src=x onerror=1>'
 SECONDS = {"demo-0001": 4.0, "demo-0002": 3.0, "demo-0006": 2.0}  # G-0001 retain, G-0002 retain, G-0006 retrain
+
+
+@pytest.fixture(scope="module")
+def audit_demo(tmp_path_factory):
+    return build_audit_demo(tmp_path_factory.mktemp("audit-demo"))
 
 
 def _revoked_audit(audit_demo, tmp_path, folder):

@@ -6,11 +6,16 @@ from datetime import timedelta
 
 import pyarrow as pa
 import pytest
-from conftest import cards_fx
+from audit_helpers import build_audit_demo, cards_fx
 
 from lab.audit.verify import audit_checkpoint, termination_status
 from lab.rights.records import ExpireEvent, RevokeEvent
 from lab.util.timestamps import utcnow
+
+
+@pytest.fixture(scope="module")
+def audit_demo(tmp_path_factory):
+    return build_audit_demo(tmp_path_factory.mktemp("audit-demo"))
 
 
 def _refused(*rids: str, reason: str = "revoked", catalog: str = "demo") -> pa.Table:

@@ -1,6 +1,10 @@
-"""Fixtures for the audit tests: the card fixtures of tests/cards (a synthetic snapshot, no
-training), and one built demo (catalogue + ledger + snapshot, no training) whose checkpoints are
-card folders written from the demo snapshot; each test revokes on its own copy of the ledger."""
+"""Helpers of the audit tests: the card fixtures of tests/cards (a synthetic snapshot, no training),
+and a built demo (catalogue + ledger + snapshot, no training) whose checkpoints are card folders
+written from the demo snapshot; each test revokes on its own copy of the ledger.
+
+A module with its own name rather than a conftest.py: tests/cards imports `from conftest import …`,
+which another directory's conftest.py would shadow when both are collected. Test modules import the
+demo builder from here into a module-scoped fixture."""
 
 from __future__ import annotations
 
@@ -10,8 +14,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
-
-import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS / "jobs"))  # jobs_helpers: the demo builder the job tests use
@@ -121,11 +123,11 @@ class AuditDemo:
         return folder
 
 
-@pytest.fixture(scope="session")
-def audit_demo(tmp_path_factory) -> AuditDemo:
+def build_audit_demo(root: Path) -> AuditDemo:
+    """Render, ingest, import and clear the demo under `root` (no training: seconds, not minutes)."""
     from jobs_helpers import make_demo
 
     from lab.snapshot import load_snapshot
 
-    env = make_demo(tmp_path_factory.mktemp("audit-demo"))
+    env = make_demo(root)
     return AuditDemo(env, load_snapshot(env.snapshot))
