@@ -193,3 +193,69 @@ def test_open_ledger_writes_nothing_under_lab_home_when_paths_are_configured(url
     assert verify_ledger(led).ok
     assert not (tmp_path / "stray").exists() and (tmp_path / "home" / "keys").is_dir()
     assert Path(led.heads.path).is_file()
+
+
+# --------------------------------------------------------------------------- lab clear and lab train refuse
+
+
+@pytest.fixture
+def tampered_demo(tmp_path):
+    """A demo whose latest revocation was edited in place (triggers dropped) after it was recorded and signed."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "jobs"))
+    from jobs_helpers import make_demo, stray_env
+
+    from lab.rights.records import RevokeEvent
+    from lab.snapshot import load_snapshot
+    from lab.util.timestamps import utcnow
+
+    with stray_env(tmp_path / "unused"):
+        demo = make_demo(tmp_path / "demo")
+        gid = load_snapshot(demo.snapshot).items["grant_ids"][0].as_py()[0]
+        led = open_ledger(demo.ledger_url, home=demo.home)
+        seq = led.append(RevokeEvent(grant_id=gid, reason="withdrawn", effective_at=utcnow(), issuer="tests")).seq
+        drop_guards(demo.ledger_url)
+        raw_sql(
+            demo.ledger_url, f"UPDATE ledger_events SET effective_at = '2099-01-01T00:00:00.000000Z' WHERE seq = {seq}"
+        )
+        yield demo, seq
+
+
+def test_lab_clear_refuses_an_edited_ledger(tampered_demo):
+    from lab.cli.demo import compose
+    from lab.jobs.clear import main as clear_main
+
+    demo, seq = tampered_demo
+    with pytest.raises(LedgerBroken, match=rf"does not verify \(seq {seq}: hash does not match"):
+        clear_main(compose("clear", [*demo.overrides(), "policy=commercial"]))
+
+
+def test_lab_clear_cli_says_one_line_and_exits_1(tampered_demo):
+    import subprocess
+    import sys
+
+    demo, seq = tampered_demo
+    proc = subprocess.run(
+        [sys.executable, "-m", "lab", "clear", *demo.overrides(), "policy=commercial"],
+        env=demo.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr
+    text = " ".join(proc.stderr.split())  # one message (rich wraps it at the terminal width)
+    assert text.startswith("error: the consent ledger does not verify") and f"seq {seq}" in text
+    assert text.count("error:") == 1 and "Traceback" not in text and "Error executing job" not in text
+
+
+def test_lab_train_refuses_an_edited_ledger(tampered_demo, tmp_path):
+    from jobs_helpers import train
+
+    from lab.recipes.train import TrainingRefused
+
+    demo, seq = tampered_demo
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingRefused, match=rf"does not verify \(seq {seq}:"):
+        train(demo.train_cfg(run_dir, "trainer.max_steps=2"))
+    assert not (run_dir / "checkpoints").exists()
