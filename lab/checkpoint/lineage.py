@@ -43,8 +43,7 @@ def read_parent(path: Path, public_key: Path, *, model_digest: str, model_id: st
         raise ParentRefused(f"base checkpoint {path} does not verify: {exc}") from None
     card = bundle.card
     sha = card_sha256(path)
-    licences = sorted(set(bundle.sources["licence"].to_pylist())) if bundle.sources.num_rows else []
-    weights_licence = licence or (" AND ".join(licences) if licences else "none")
+    weights_licence = licence or card.licence.expression  # the parent's derived licence: its base's and sources'
     base = BaseModelRef(
         id=model_id or card.identity.checkpoint_id, digest=model_digest, licence=weights_licence,
         declared_training_data=f"lab checkpoint {card.identity.checkpoint_id} (snapshot {card.snapshot.snapshot_id})",
