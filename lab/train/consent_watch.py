@@ -273,6 +273,7 @@ class ConsentWatch(TrainerHooks):
             if self.dist.is_main:
                 print(line, file=sys.stderr, flush=True)
                 log.info(line)
+                self.run_dir.mkdir(parents=True, exist_ok=True)
                 with open(self.run_dir / EVENTS_FILE, "a", encoding="utf-8") as f:
                     f.write(json.dumps(ev, sort_keys=True) + "\n")
 

@@ -45,8 +45,13 @@ def test_collator_labels_and_decoder_inputs_hand_computed():
 
 
 def _tiny_musicgen():
-    from transformers import (EncodecConfig, MusicgenConfig, MusicgenDecoderConfig,
-                              MusicgenForConditionalGeneration, T5Config)
+    from transformers import (
+        EncodecConfig,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        T5Config,
+    )
 
     torch.manual_seed(0)
     text = T5Config(vocab_size=32, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2)
@@ -132,7 +137,7 @@ def test_resume_at_step_gives_identical_batches(world_size):
                 break
         for start in (1, spe - 1, spe, spe + 2, 2 * spe + 1):
             resumed = []
-            for epoch, step, batch in iterate_batches(rows, col, 4, start_step=start, **kw):
+            for _epoch, step, batch in iterate_batches(rows, col, 4, start_step=start, **kw):
                 assert step == start + len(resumed)
                 resumed.append(batch)
                 if step == total - 1:
@@ -195,3 +200,75 @@ def test_layout_matches_generation_delay_pattern():
     prompt = torch.cat([torch.full((b, k, 1), P), codes], dim=-1).reshape(b * k, t + 1)
     _, pattern = model.decoder.build_delay_pattern_mask(prompt, pad_token_id=P, max_length=t + k)
     assert torch.equal(pattern[:, : t + k - 1], batch["decoder_input_ids"])
+
+
+# --------------------------------------------------------------------------- consent: Admission
+
+
+def _clock(t):
+    from datetime import datetime, timezone
+
+    return lambda: datetime.fromtimestamp(t[0], timezone.utc)
+
+
+def test_admission_drops_rows_at_their_deadline_and_excluded_ones():
+    from datetime import datetime, timezone
+
+    from lab.data.loader import Admission
+
+    t = [100.0]
+    adm = Admission({"a": datetime.fromtimestamp(105, timezone.utc)}, clock=_clock(t))
+    assert adm.keep(["a", "b"]) is None  # before any deadline, nothing excluded: no per-row work
+    t[0] = 105.0
+    assert adm.keep(["a", "b", "a"]) == [False, True, False]  # at the deadline it is already too late
+    assert adm.expired == {"a": 105.0}
+    adm.exclude(["b"])
+    assert adm.keep(["b", "c"]) == [False, True]
+    assert adm.tighten("c", datetime.fromtimestamp(104, timezone.utc)) and not adm.tighten(
+        "c", datetime.fromtimestamp(200, timezone.utc))
+    assert adm.keep(["c"]) == [False]
+
+
+def test_admission_from_snapshot_takes_the_earliest_grant_end():
+    from datetime import datetime, timezone
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    from lab.data.loader import Admission
+
+    ts = pa.timestamp("us", tz="UTC")
+    early, late = datetime(2030, 1, 1, tzinfo=timezone.utc), datetime(2031, 1, 1, tzinfo=timezone.utc)
+    snap = SimpleNamespace(
+        items=pa.table({"recording_id": ["r1", "r2", "r3"], "grant_ids": [["g-late", "g-early"], ["g-open"],
+                                                                          ["g-open", "g-late"]]}),
+        grants=pa.table({"grant_id": ["g-early", "g-late", "g-open"],
+                         "valid_until": pa.array([early, late, None], ts)}))
+    adm = Admission.from_snapshot(snap)
+    assert adm.deadlines == {"r1": early.timestamp(), "r3": late.timestamp()}
+
+
+def test_admission_filters_skips_empty_draws_and_resumes_exactly():
+    from lab.data.loader import Admission, NothingAdmitted
+
+    rows = fake_rows(23)
+    col = MusicgenCollator(tiny_tokenizer(), num_codebooks=4, pad_token_id=P)
+    plain = [b for _, (_, _, b) in zip(range(12), iterate_batches(rows, col, 2, seed=3))]
+    # rec-0 and rec-1 excluded from the start: their rows vanish, the others keep their places
+    adm = Admission(excluded={"rec-0", "rec-1"})
+    it = iterate_batches(rows, col, 2, seed=3, admission=adm)
+    got = [b for _, (_, _, b) in zip(range(8), it)]
+    want = [[r for r in b["recording_ids"] if r not in ("rec-0", "rec-1")] for b in plain]
+    draws = len(got) + adm.skipped
+    assert [b["recording_ids"] for b in got] == [w for w in want[:draws] if w]
+    assert adm.skipped == sum(1 for w in want[:draws] if not w) > 0  # some draws held only excluded rows
+    # resume from (batches yielded + skipped draws): the same batches follow
+    nxt = next(it)[2]
+    again = Admission(excluded={"rec-0", "rec-1"})
+    again.load_state_dict({**adm.state_dict(), "skipped": adm.skipped})
+    resumed = next(iterate_batches(rows, col, 2, seed=3, admission=again, start_step=draws))[2]
+    assert resumed["recording_ids"] == nxt["recording_ids"]
+    # nothing left to draw: a clear error instead of a silent endless loop
+    none = Admission(excluded={f"rec-{i}" for i in range(5)})
+    with pytest.raises(NothingAdmitted, match="nothing left to train on"):
+        next(iterate_batches(rows, col, 2, seed=3, admission=none))
