@@ -11,6 +11,7 @@ composes the config.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -26,10 +27,11 @@ from ..cards import build_card, write_card_files
 from ..cards.signing import ensure_keypair, sign_folder
 from ..catalog.store import load_catalog_table
 from ..checkpoint.folder import checkpoint_name
+from ..checkpoint import latest_complete
 from ..checkpoint.lineage import ParentRefused
 from ..data.codes import build_code_cache
 from ..data.exposure import ExposureMeter
-from ..data.loader import MusicgenCollator, iterate_batches, model_inputs
+from ..data.loader import Admission, MusicgenCollator, iterate_batches, model_inputs
 from ..models.musicgen import merge_lora, save_model
 from ..registry.publish import register_published
 from ..rights.consent import LedgerBroken, check_sources
@@ -39,9 +41,11 @@ from ..rights.policy import Policy
 from ..snapshot import Snapshot, load_snapshot
 from ..train.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
 from ..train.logging import WandbHooks, finish, init_wandb, log_artifact, plot_losses
+from ..train.consent_watch import ConsentConfig, ConsentStop, ConsentWatch
 from ..train.trainer import Trainer, TrainerConfig, TrainerHooks
 from ..util.atomic import write_bytes
 from ..util.canonical import canonical_json
+from ..util.timestamps import utcnow
 from .base_model import Base, BaseRefused
 from ..jobs.clear import policy_from_cfg, run_clearance
 
@@ -95,6 +99,12 @@ def stale_sources(snapshot: Snapshot, catalog: pa.Table, ledger: Ledger, policy:
     return sorted(problems + answer.problems())
 
 
+def excluded_in(card: dict[str, Any]) -> set[str]:
+    """Recordings a checkpoint's run took out of its sampler (its data card's consent events)."""
+    events = (card.get("consent") or {}).get("events_applied") or []
+    return {r for e in events if e.get("action") in ("exclude", "stop") for r in e.get("recordings", [])}
+
+
 # ----------------------------------------------------------------------------- checkpoint hook
 
 
@@ -128,7 +138,7 @@ class ProvenanceHook(TrainerHooks):
         bundle = build_card(snapshot=r.snapshot, seconds_seen=total.totals(), samples=total.total_samples(),
                             tokens=total.total_tokens(), lineage=r.base.lineage, inherited=r.base.inherited,
                             checkpoint_id=f"{r.run_dir.name}-step-{step:06d}", step=step, config=r.resolved,
-                            seed=int(r.cfg.seed))
+                            seed=int(r.cfg.seed), consent=r.watch.card_section(), created_at=r.clock())
         write_card_files(bundle, staging_dir, base_model_hub_id=r.base.hub_id)
         write_bytes(staging_dir / "config.lab.json", canonical_json(r.resolved))
 
@@ -169,6 +179,8 @@ class TrainRecipe:
         self.public_key = Path(cfg.signing.public_key) if cfg.signing.get("public_key") else keys.public_path
         self.resolved = OmegaConf.to_container(cfg, resolve=True)
         self.resolved.pop("hydra", None)
+        self.consent_cfg = ConsentConfig.from_dict(self.resolved.get("consent"))
+        self.clock = utcnow  # consent deadlines and card times (tests inject a clock)
 
     def _run_dir(self) -> Path:
         """Hydra's output dir when launched by Hydra (one per sweep job), else cfg.run_dir; rank 0 decides."""
@@ -182,10 +194,23 @@ class TrainRecipe:
                 path = str(self.cfg.run_dir)
         return Path(broadcast_object(path))
 
+    def _resuming(self) -> tuple[Path | None, dict[str, Any]]:
+        """The checkpoint a resume continues from (found as Trainer.fit finds it) and its data card."""
+        found = None
+        if self.dist.is_main and bool(self.cfg.trainer.resume):
+            found = latest_complete(self.run_dir)
+        found = broadcast_object(str(found) if found else None)
+        if not found:
+            return None, {}
+        return Path(found), json.loads((Path(found) / "data_card.json").read_text(encoding="utf-8"))
+
     def setup_data(self) -> Snapshot:
         """The run's snapshot (named in config, or a fresh clearance by rank 0), refused if it was
-        cleared under another policy, clears nothing, or no longer clears now."""
-        ref = self.cfg.data.get("snapshot")
+        cleared under another policy, clears nothing, or no longer clears now. A resume continues on
+        the snapshot its checkpoint trained on, minus the sources excluded since (never another one)."""
+        resume, card = self._resuming()
+        prior = card.get("snapshot", {}).get("snapshot_id") if resume else None
+        ref = self.cfg.data.get("snapshot") or prior
         if ref:
             path = Path(str(ref))
             if not path.exists():
@@ -197,6 +222,10 @@ class TrainRecipe:
                                      snapshots_dir=Path(self.cfg.paths.snapshots), home=self.home).snapshot_path
             path = Path(broadcast_object(str(path) if path else None))
         snapshot = load_snapshot(path)
+        if prior and snapshot.snapshot_id != prior:
+            raise TrainingRefused(
+                f"{resume} trained on snapshot {prior}, data.snapshot names {snapshot.snapshot_id}: a resume "
+                f"continues on its own snapshot (drop data.snapshot, or train into a new run_dir)")
         if snapshot.policy.get("digest") != self.policy.digest():
             raise TrainingRefused(
                 f"snapshot {snapshot.snapshot_id} was cleared under policy '{snapshot.policy.get('name')}' "
@@ -204,8 +233,12 @@ class TrainRecipe:
                 f"({self.policy.digest()[:12]}): clear the catalogue under this policy first (`lab clear policy=...`)")
         if not len(snapshot):
             raise TrainingRefused(f"snapshot {snapshot.snapshot_id} clears no recordings")
+        self.consent_head = self.ledger.head()  # the watch reads every event after it
         problems = stale_sources(snapshot, load_catalog_table(snapshot.catalog["name"], self.home), self.ledger,
                                  self.policy)
+        if resume:  # consent changed since the checkpoint: the watch applies it (from the checkpoint's head)
+            problems = [p for p in problems if p[1] in ("not_in_catalogue", "audio_changed")
+                        and p[0] not in excluded_in(card)]
         if problems:
             lines = "\n".join(f"  {rid}: {reason} ({detail})" for rid, reason, detail in problems[:20])
             more = f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""
@@ -237,6 +270,7 @@ class TrainRecipe:
         if dataset is None:
             dataset = build_code_cache(self.snapshot, codec, cache_root, segment_seconds=segment)
         self.dataset = dataset
+        self.admission = Admission.from_snapshot(self.snapshot, clock=self.clock)
         dec = self.base.model.decoder.config
         self.collator = MusicgenCollator(self.base.tokenizer, num_codebooks=dec.num_codebooks,
                                          pad_token_id=dec.pad_token_id, max_text_len=int(self.cfg.data.max_text_len),
@@ -254,7 +288,11 @@ class TrainRecipe:
     def setup_trainer(self, extra_hooks: Sequence[Any] = ()) -> Trainer:
         """The Trainer with the provenance hook, wandb (rank 0), and `extra_hooks` (benchmarks, tests)."""
         self.provenance = ProvenanceHook(recipe=self)
-        hooks: list[Any] = [self.provenance, *extra_hooks]
+        self.watch = ConsentWatch(snapshot=self.snapshot, ledger=self.ledger, policy=self.policy,
+                                  admission=self.admission, head=self.consent_head, config=self.consent_cfg,
+                                  dist=self.dist, run_dir=self.run_dir, clock=self.clock,
+                                  grad_accum=self.trainer_cfg.grad_accum)
+        hooks: list[Any] = [self.provenance, self.watch, *extra_hooks]  # the watch polls after exposure is metered
         self.wandb_run = None
         if self.dist.is_main:
             lc = self.cfg.logger
@@ -267,15 +305,32 @@ class TrainRecipe:
         return self.trainer
 
     def batches(self, start_step: int):
-        """Micro-batches from `start_step` on (the sampler's position is a function of the step)."""
+        """Micro-batches from `start_step` on, as consent allows (the sampler's position is a function of
+        the step and the draws the admission left empty); the ledger is read once before the first."""
+        watch = getattr(self, "watch", None)  # set by setup_trainer (benchmarks may drive batches without it)
+        if watch is not None:
+            watch.poll(start_step)
         it = iterate_batches(self.dataset, self.collator, int(self.cfg.trainer.batch_size), seed=int(self.cfg.seed),
-                             rank=self.dist.rank, world_size=self.dist.world_size,
-                             start_step=start_step * self.trainer_cfg.grad_accum)
-        return (b for _, _, b in it)
+                             rank=self.dist.rank, world_size=self.dist.world_size, admission=self.admission,
+                             start_step=start_step * self.trainer_cfg.grad_accum + self.admission.skipped)
+        while True:
+            if watch is not None:
+                watch.raise_if_stopped()
+            yield next(it)[2]
+
+    def _stop(self, stop: ConsentStop) -> None:
+        """consent.on_change=stop: save the step (unless just saved) and stop with one clear line."""
+        if self.trainer.step > self.watch.saved_step:
+            self.trainer.save_checkpoint()
+        raise ConsentStop(f"{stop}; checkpoint step-{self.trainer.step:06d} written in {self.run_dir}") from None
 
     def train(self) -> TrainSummary:
         try:
-            result = self.trainer.fit(self.batches, resume=bool(self.cfg.trainer.resume))
+            try:
+                result = self.trainer.fit(self.batches, resume=bool(self.cfg.trainer.resume))
+                self.watch.raise_if_stopped()  # a change found by the final pre-save poll
+            except ConsentStop as stop:
+                self._stop(stop)
             last = str(result.last_checkpoint) if result.last_checkpoint else None
             summary = TrainSummary(
                 run_dir=str(self.run_dir), snapshot_id=self.snapshot.snapshot_id, steps=result.step,

@@ -528,6 +528,40 @@ class Ledger:
             for row in result:
                 yield self._stored(row)
 
+    def events_since(self, seq: int) -> list[StoredEvent]:
+        """Events appended after `seq`, in seq order (a running job's incremental read)."""
+        return self._select_events(ledger_events.c.seq > int(seq))
+
+    def verify_since(self, anchor: tuple[int, str]) -> VerifyReport:
+        """Incremental integrity check for a reader that verified the chain up to `anchor` (seq, hash):
+        that event still has that hash, and every later one follows without a gap, links to the one
+        before and recomputes. Events before the anchor are not re-read (that is `verify()`)."""
+        self._ensure()
+        seq0, prev = int(anchor[0]), str(anchor[1])
+        problems: list[Problem] = []
+        sql = f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE seq >= {self._ph} ORDER BY seq"
+        with self._raw_cursor(sql, (seq0,)) as cur:
+            rows = cur.fetchall()
+        if seq0 > 0:
+            if not rows or rows[0][0] != seq0 or rows[0][_I["hash"]] != prev:
+                problems.append(Problem(seq=seq0, problem=f"the verified head seq {seq0} is gone or was rewritten"))
+                rows = []
+            else:
+                rows = rows[1:]
+        last, prev_rec, n = seq0, "", 0
+        for row in rows:
+            n += 1
+            seq, h, rec = row[0], row[_I["hash"]], row[_I["recorded_at"]]
+            if seq != last + 1 or row[_I["prev_hash"]] != prev or (prev_rec and rec < prev_rec):
+                problems.append(Problem(seq=seq, event_id=row[1], problem=f"does not follow seq {last} in the chain"))
+            elif _row_hash(row) != h:
+                problems.append(Problem(seq=seq, event_id=row[1], problem="hash does not match the row"))
+            if problems:
+                break
+            last, prev, prev_rec = seq, h, rec
+        return VerifyReport(ok=not problems, n_events=n, head_seq=last, head_hash=prev, problems=problems,
+                            n_problems=len(problems), deep=False)
+
     def payloads(self, seqs: Iterable[int]) -> dict[int, dict[str, Any]]:
         """Raw stored payloads (already validated at append) by seq: the snapshot copies grant
         terms from here. Only the rows asked for are read."""
