@@ -1,8 +1,11 @@
 """Sign and verify a checkpoint folder with OpenSSF `model-signing` and an offline EC key.
 
 The signature (`model.sig`, a sigstore bundle holding a DSSE envelope around an in-toto
-statement) covers every file in the folder, recursively, except the signature itself and
-transport metadata a copy tool may add (`.git/`, `.cache/huggingface/`). Nothing here talks
+statement) covers every file in the folder, recursively, COMPLETE included; the signature file
+itself is the only exception. Nothing is left out by name: a `.git/` or `.cache/` a copy tool
+adds is an unsigned file like any other (verification says "extra"), because a loader may read
+it and nothing in the folder should be trusted without the signature. model-signing ignores
+some of these by default, so the ignore list is always passed explicitly. Nothing here talks
 to sigstore or any server: keys are local PEM files.
 
 Hashing: sha256 over each whole file, files hashed in parallel on a thread pool (`hashlib`
@@ -36,8 +39,6 @@ from lab.util.locks import file_lock
 PRIVATE_KEY_NAME = "signing_key.pem"
 PUBLIC_KEY_NAME = "signing_key.pub.pem"
 DEFAULT_SIGNATURE = "model.sig"
-# Written by copy tools, never read by a model loader; ignored at signing and verification.
-TRANSPORT_PATHS = (".git", ".cache/huggingface")
 HASH_ALGORITHM = "sha256"
 
 VerifyKind = Literal[
@@ -60,7 +61,7 @@ VerifyKind = Literal[
 class SignatureError(Exception):
     """Signing failed, or `require_valid` found the folder's signature invalid."""
 
-    def __init__(self, message: str, result: "VerifyResult | None" = None):
+    def __init__(self, message: str, result: VerifyResult | None = None):
         super().__init__(message)
         self.result = result
 
@@ -117,7 +118,9 @@ def ensure_keypair(key_dir: Path) -> KeyPair:
         if priv_path.exists():
             private_key = serialization.load_pem_private_key(priv_path.read_bytes(), password=None)
             if not isinstance(private_key, ec.EllipticCurvePrivateKey) or private_key.curve.name not in (
-                "secp256r1", "secp384r1", "secp521r1",
+                "secp256r1",
+                "secp384r1",
+                "secp521r1",
             ):
                 raise SignatureError(f"{priv_path} is not an EC P-256/384/521 key (model-signing needs one)")
             if stat.S_IMODE(priv_path.stat().st_mode) & 0o077:
@@ -146,7 +149,7 @@ def _check_signature_name(signature_name: str) -> None:
 
 def _allowed_ignores(signature_name: str) -> set[str]:
     # lab.checkpoint writes COMPLETE before it signs: the marker is covered like every other file.
-    return {signature_name, *TRANSPORT_PATHS}
+    return {signature_name}
 
 
 def _hashing_config(signature_name: str, serialization_params: dict | None = None):
@@ -240,7 +243,7 @@ def _classify_mismatch(message: str, files: int, statement: dict | None = None) 
     for d in diffs:
         d = str(d)
         if d.startswith("Hash mismatch for '"):
-            ident = d[len("Hash mismatch for '"):].split("': Expected", 1)[0]
+            ident = d[len("Hash mismatch for '") :].split("': Expected", 1)[0]
             modified.add(_resource_path(ident, statement))
         elif d.startswith(("Extra files found in model", "Missing files in model")):
             names = d.split("': ", 1)[1] if "': " in d else ""
@@ -255,8 +258,12 @@ def _classify_mismatch(message: str, files: int, statement: dict | None = None) 
     kinds = [k for k, v in (("modified", modified), ("extra", extra), ("missing", missing)) if v]
     kind = kinds[0] if len(kinds) == 1 else "mismatch"
     return _fail(
-        kind, "folder does not match its signature; " + "; ".join(parts), files,
-        modified=tuple(sorted(modified)), extra=tuple(sorted(extra)), missing=tuple(sorted(missing)),
+        kind,
+        "folder does not match its signature; " + "; ".join(parts),
+        files,
+        modified=tuple(sorted(modified)),
+        extra=tuple(sorted(extra)),
+        missing=tuple(sorted(missing)),
     )
 
 
@@ -305,8 +312,11 @@ def verify_folder(folder: Path, public_key: Path, signature_name: str = DEFAULT_
                 files,
             )
         if name == "InvalidSignature":
-            return _fail("invalid_signature", "the signature does not match its payload under this key "
-                         "(tampered bundle or another key)", files)
+            return _fail(
+                "invalid_signature",
+                "the signature does not match its payload under this key (tampered bundle or another key)",
+                files,
+            )
         if msg.startswith("Signature mismatch:"):
             return _classify_mismatch(msg, files, statement)
         if msg.startswith("Cannot use"):
@@ -315,7 +325,7 @@ def verify_folder(folder: Path, public_key: Path, signature_name: str = DEFAULT_
             return _fail("malformed_signature", f"{sig_path.name}: {name}: {msg}", files)
         return _fail("error", f"{name}: {msg}", files)
 
-    # Authentic now: enforce lab's rule that only the signature and transport metadata are left out.
+    # Authentic now: enforce lab's rule that only the signature itself is left out.
     ignored = {str(PurePosixPath(p)) for p in params.get("ignore_paths", [])}
     unexpected = sorted(ignored - _allowed_ignores(signature_name))
     if unexpected:

@@ -164,10 +164,26 @@ def test_symlink_refused(signed, keys, folder):
         sign_folder(signed, keys[0].private_path)
 
 
-def test_transport_metadata_ignored(signed, keys):
-    (signed / ".cache" / "huggingface").mkdir(parents=True)
-    (signed / ".cache" / "huggingface" / "x.metadata").write_text("etag")
-    assert verify_folder(signed, keys[0].public_path).ok
+@pytest.mark.parametrize("added", [".cache/huggingface/x.metadata", ".cache/other.json", ".git/HEAD", ".gitattributes"])
+def test_nothing_is_left_out_by_name(signed, keys, added):
+    """Copy-tool metadata is an unsigned file like any other: nothing under the folder escapes the signature."""
+    (signed / added).parent.mkdir(parents=True, exist_ok=True)
+    (signed / added).write_text("ref: refs/heads/main")
+    res = verify_folder(signed, keys[0].public_path)
+    assert not res.ok and res.kind == "extra" and res.extra == (added,)
+
+
+def test_dot_folders_and_complete_marker_are_signed(folder, keys):
+    """Present at signing, they are in the manifest: a later change to any of them is caught."""
+    (folder / ".cache").mkdir()
+    (folder / ".cache" / "note.txt").write_text("a")
+    (folder / "COMPLETE").write_text("step 200")
+    sign_folder(folder, keys[0].private_path)
+    names = {r["name"] for r in read_statement(folder / "model.sig")["predicate"]["resources"]}
+    assert {".cache/note.txt", "COMPLETE"} <= names and "model.sig" not in names
+    (folder / "COMPLETE").write_text("step 201")
+    res = verify_folder(folder, keys[0].public_path)
+    assert not res.ok and res.modified == ("COMPLETE",)
 
 
 def test_custom_signature_name(folder, keys):
