@@ -6,7 +6,17 @@ import sys
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+from ..util.secrets import redact_log_records
+from .errors import LabTyper, set_verbose, usage_error
+
+app = LabTyper(no_args_is_help=True, add_completion=False, help=__doc__)
+
+
+@app.callback()
+def _options(
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Show the traceback of a failure (LAB_VERBOSE=1)."),
+) -> None:
+    set_verbose(verbose)
 
 
 def _register() -> None:
@@ -20,5 +30,15 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Entry point: failures inside a command are one line (lab.cli.errors); so are usage errors here."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    redact_log_records()
     _register()
-    app(args=argv if argv is not None else sys.argv[1:], prog_name="lab")
+    try:
+        rv = typer.main.get_command(app).main(args=args, prog_name="lab", standalone_mode=False)
+    except typer.TyperException as exc:
+        usage_error(exc, args)
+    except typer.Abort:
+        sys.stderr.write("aborted\n")
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)

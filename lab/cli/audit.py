@@ -12,7 +12,8 @@ from .output import emit_json, table
 
 @app.command("audit")
 def audit_cmd(
-    checkpoint: Path = typer.Argument(..., help="a checkpoint folder (…/checkpoints/step-000200)"),
+    checkpoint: Path = typer.Argument(..., exists=True, file_okay=False,
+                                      help="a checkpoint folder (…/checkpoints/step-000200)"),
     public_key: Path = typer.Option(None, help="PEM public key; default: this lab's key"),
     ledger: str = typer.Option(None, help="ledger URL for the consent-now check (default: this lab's)"),
     offline: bool = typer.Option(False, help="skip the ledger checks"),

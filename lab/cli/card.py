@@ -9,9 +9,10 @@ from typing import Any
 import typer
 
 from . import app
+from .errors import LabTyper
 from .output import console, emit_json, fail, table
 
-card_app = typer.Typer(no_args_is_help=True, help=__doc__)
+card_app = LabTyper(no_args_is_help=True, help=__doc__)
 app.add_typer(card_app, name="card")
 
 
@@ -26,7 +27,9 @@ def _holders(holders: list[dict[str, Any]]) -> str:
 
 @card_app.command("show")
 def show_cmd(
-    checkpoint: Path = typer.Argument(..., help="a checkpoint folder (…/checkpoints/step-000200)"),
+    checkpoint: Path = typer.Argument(
+        ..., exists=True, file_okay=False, help="a checkpoint folder (…/checkpoints/step-000200)"
+    ),
     limit: int = typer.Option(20, "--limit", min=0, help="source rows to print (all are in sources.parquet)"),
     sort: SortBy = typer.Option(SortBy.seconds, "--sort", help="seconds: longest seen first; id: by recording id"),
     as_json: bool = typer.Option(False, "--json", help="the card and the selected rows as JSON"),
@@ -38,7 +41,7 @@ def show_cmd(
     try:
         bundle = load_card(checkpoint)
     except CardError as exc:
-        fail(f"{checkpoint}: the data card does not validate", as_json=as_json, problems=exc.errors)
+        fail(f"{checkpoint}: the data card does not validate", 2, as_json=as_json, kind="bad_card", problems=exc.errors)
     card = bundle.card
     rows = top_sources(bundle.sources, limit, by=sort.value)
     if as_json:

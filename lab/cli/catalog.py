@@ -14,9 +14,10 @@ from lab.catalog.ingest import ingest as run_ingest
 from lab.catalog.store import list_catalogs, load_catalog_table, load_manifest, save_catalog
 
 from . import app
+from .errors import LabTyper, classify
 from .output import console, emit_json, fail, table
 
-catalog_app = typer.Typer(no_args_is_help=True, help=__doc__)
+catalog_app = LabTyper(no_args_is_help=True, help=__doc__)
 app.add_typer(catalog_app, name="catalog")
 
 _MAX_HUMAN_ISSUES = 50
@@ -29,12 +30,13 @@ def _esc(rows: list[list[Any]]) -> list[list[str]]:
 
 def _fail_catalog(exc: CatalogError, as_json: bool) -> None:
     issues = [i.to_dict() for i in exc.issues]
+    kind, code = classify(exc)  # a malformed or unknown catalogue is bad input (2), a tampered store refused (1)
     if as_json:
-        fail(exc.summary, as_json=True, errors=issues)
+        fail(exc.summary, code, as_json=True, kind=kind, errors=issues)
     shown = [str(i) for i in exc.issues[:_MAX_HUMAN_ISSUES]]
     if len(exc.issues) > _MAX_HUMAN_ISSUES:
         shown.append(f"… and {len(exc.issues) - _MAX_HUMAN_ISSUES} more (use --json for all)")
-    fail("\n".join([exc.summary, *("  " + s for s in shown)]))
+    fail("\n".join([exc.summary, *("  " + s for s in shown)]), code, kind=kind)
 
 
 def _counts_rows(counts: dict[str, Any]) -> list[list[Any]]:
@@ -126,8 +128,5 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="machine-readabl
 @catalog_app.command("card")
 def card_cmd(name: str = typer.Argument(..., help="catalogue name")) -> None:
     """A stored catalogue's dataset card (Hugging Face style markdown), as written at ingest."""
-    try:
-        text = read_dataset_card(name)
-    except CatalogError as exc:
-        fail(str(exc))
+    text = read_dataset_card(name)  # an unknown catalogue: one line, exit 2 (lab.cli.errors)
     typer.echo(text, nl=False)

@@ -8,14 +8,15 @@ from typing import Annotated, Optional
 import typer
 
 from . import app
+from .errors import LabTyper
 from .output import emit_json, fail, table
 
-registry_app = typer.Typer(
+registry_app = LabTyper(
     no_args_is_help=True,
     add_completion=False,
     help="The checkpoint registry: an index derived from signed checkpoints.",
 )
-checkpoints_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Registered checkpoints.")
+checkpoints_app = LabTyper(no_args_is_help=True, add_completion=False, help="Registered checkpoints.")
 app.add_typer(registry_app, name="registry")
 app.add_typer(checkpoints_app, name="checkpoints")
 

@@ -22,10 +22,11 @@ from rich.markup import escape
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from . import app
+from .errors import LabTyper
 from .output import console, emit_json, err_console, fail, table
 from ..util.identifiers import as_isrc
 
-rights_app = typer.Typer(no_args_is_help=True, add_completion=False,
+rights_app = LabTyper(no_args_is_help=True, add_completion=False,
                          help="Consent grants and revocations: the append-only, hash-chained rights ledger.")
 app.add_typer(rights_app, name="rights")
 
@@ -36,8 +37,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on 
 _SHA = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
-def _fail(message: str, as_json: bool, **extra: Any) -> NoReturn:
-    fail(message, as_json=as_json, **extra)  # output.fail escapes rich markup
+def _fail(message: str, as_json: bool, code: int = 1, **extra: Any) -> NoReturn:
+    fail(message, code, as_json=as_json, **extra)  # output.fail escapes rich markup; code 2: bad input
 
 
 @contextmanager
@@ -48,7 +49,8 @@ def _ledger(url: str | None, as_json: bool) -> Iterator[Any]:
     try:
         ledger = open_ledger(url)  # signs its head after every write (lab.rights.heads)
     except (ArgumentError, SQLAlchemyError, OSError) as exc:
-        _fail(f"cannot open ledger {url or '(default)'}: {exc}", as_json)
+        bad_url = isinstance(exc, ArgumentError)  # an unparseable URL is bad input; an unreachable server refused
+        _fail(f"cannot open ledger {url or '(default)'}: {exc}", as_json, 2 if bad_url else 1)
     try:
         yield ledger
     except LedgerError as exc:
@@ -111,12 +113,13 @@ def import_(
 def _party(spec: str, as_json: bool) -> dict:
     parts = spec.rsplit(":", 3)
     if len(parts) != 4 or not parts[0]:
-        _fail(f"--party {spec!r}: expected NAME:ROLE:RIGHT:SHARE, e.g. 'Acme Records:master_owner:master:100'", as_json)
+        _fail(f"--party {spec!r}: expected NAME:ROLE:RIGHT:SHARE, e.g. 'Acme Records:master_owner:master:100'",
+              as_json, 2)
     name, role, right, share = parts
     try:
         share_f = float(share)
     except ValueError:
-        _fail(f"--party {spec!r}: share {share!r} is not a number", as_json)
+        _fail(f"--party {spec!r}: share {share!r} is not a number", as_json, 2)
     return {"name": name, "role": role, "right": right, "share": share_f}
 
 
@@ -164,20 +167,20 @@ def grant(
     if from_json is not None:
         given = [k for k, v in {**flags, **subject, **lists}.items() if v is not None]
         if given:
-            _fail(f"--from-json takes the whole grant from the file; drop --{given[0].replace('_', '-')}", json_)
+            _fail(f"--from-json takes the whole grant from the file; drop --{given[0].replace('_', '-')}", json_, 2)
         try:
             raw = orjson.loads(from_json.read_bytes())
         except OSError as exc:
-            _fail(f"cannot read {from_json}: {exc.strerror or exc}", json_)
+            _fail(f"cannot read {from_json}: {exc.strerror or exc}", json_, 2)
         except orjson.JSONDecodeError as exc:
-            _fail(f"{from_json}: invalid JSON: {exc}", json_)
+            _fail(f"{from_json}: invalid JSON: {exc}", json_, 2)
         if not isinstance(raw, dict):
-            _fail(f"{from_json}: expected a JSON object", json_)
+            _fail(f"{from_json}: expected a JSON object", json_, 2)
         if "kind" not in raw:
             raw = {"kind": "amend" if raw.get("supersedes") else "grant", "grant": raw}
         if raw.get("kind") not in ("grant", "amend"):
             _fail(f"{from_json}: `lab rights grant` records grants and amends; use `lab rights revoke` "
-                  f"or `lab rights import` for {raw.get('kind')!r} events", json_)
+                  f"or `lab rights import` for {raw.get('kind')!r} events", json_, 2)
         source = str(from_json)
     else:
         now = utcnow().isoformat()
@@ -190,7 +193,7 @@ def grant(
         g["territories"] = list(territory or [])
         missing = [f"--{k.replace('_', '-')}" for k in ("grant_id", "issuer", "licence") if k not in g]
         if missing:
-            _fail(f"missing {', '.join(missing)} (or give the whole grant with --from-json FILE)", json_)
+            _fail(f"missing {', '.join(missing)} (or give the whole grant with --from-json FILE)", json_, 2)
         raw = {"kind": "amend" if supersedes else "grant", "grant": g}
         source = "flags"
     with _ledger(ledger, json_) as L:
@@ -203,7 +206,7 @@ def grant(
         try:
             event = parse_event(raw)
         except ValidationError as exc:
-            _fail("invalid grant:\n" + "\n".join(format_validation_error(exc, source)), json_)
+            _fail("invalid grant:\n" + "\n".join(format_validation_error(exc, source)), json_, 2)
         stored = L.append(event)
     if json_:
         emit_json({"ok": True, **stored.to_dict()})
@@ -230,7 +233,7 @@ def revoke(
     try:
         event = parse_event(raw)
     except ValidationError as exc:
-        _fail("invalid revocation:\n" + "\n".join(format_validation_error(exc, "flags")), json_)
+        _fail("invalid revocation:\n" + "\n".join(format_validation_error(exc, "flags")), json_, 2)
     with _ledger(ledger, json_) as L:
         stored = L.append(event)
         impacts = _impacts(L, [stored])
@@ -321,7 +324,7 @@ def verify(
     if anchor:
         seq_s, _, h = anchor.partition(":")
         if not seq_s.isdigit() or not re.fullmatch(r"[0-9a-f]{64}", h):
-            _fail(f"--anchor {anchor!r}: expected SEQ:HASH (64 lowercase hex)", json_)
+            _fail(f"--anchor {anchor!r}: expected SEQ:HASH (64 lowercase hex)", json_, 2)
         anchor_t = (int(seq_s), h)
     with _ledger(ledger, json_) as L:
         report = verify_ledger(L, deep=not quick, anchor=anchor_t)
