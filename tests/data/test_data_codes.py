@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 import torch
 from data_helpers import CODEC_SR, make_snapshot, tiny_codec, write_clip
@@ -50,7 +51,9 @@ def test_build_rows_shapes_and_cache_json(tmp_path, snap):
     rows = ds.to_list()
     got = [(r["recording_id"], r["segment"], r["start_s"], r["seconds"], r["frames"]) for r in rows]
     assert got == [
-        ("rec-a", 0, 0.0, 1.0, 200), ("rec-a", 1, 1.0, 1.0, 200), ("rec-a", 2, 2.0, pytest.approx(0.6), 120),
+        ("rec-a", 0, 0.0, 1.0, 200),
+        ("rec-a", 1, 1.0, 1.0, 200),
+        ("rec-a", 2, 2.0, pytest.approx(0.6), 120),
         ("rec-b", 0, 0.0, 1.0, 200),
     ]
     assert {r["description"] for r in rows} == {"tone 220 hz rec-a", "tone 330 hz rec-b"}
@@ -115,16 +118,15 @@ def test_changed_audio_is_refused(tmp_path, snap):
 
 def test_reads_only_snapshot_items(tmp_path, snap, monkeypatch):
     read = []
-    orig = Path.read_bytes
+    orig = codes_mod._open_audio
 
-    def spy(self):
-        read.append(self.name)
-        return orig(self)
+    def spy(path):
+        read.append(path.name)
+        return orig(path)
 
-    monkeypatch.setattr(Path, "read_bytes", spy)
+    monkeypatch.setattr(codes_mod, "_open_audio", spy)
     build_code_cache(snap, tiny_codec(), tmp_path / "cache", segment_seconds=1.0)
-    audio_reads = [n for n in read if n not in ("cache.json",)]
-    assert sorted(audio_reads) == ["a.wav", "b.wav", "c.flac"]
+    assert sorted(read) == ["a.wav", "b.wav", "c.flac"]
 
 
 def test_audio_path_must_stay_inside_root(tmp_path, snap):
@@ -156,3 +158,149 @@ def test_resample_preserves_a_tone(src, dst):
     inner = slice(len(y) // 10, -len(y) // 10)
     assert np.max(np.abs(y[inner] - ref[inner])) < 2e-3
     assert resample(y, dst, dst) is not None and len(resample(y, dst, dst)) == len(y)
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+@pytest.mark.parametrize(
+    "src,dst,block", [(44100, 16000, 4410), (22050, 8000, 1000), (16000, 8000, 7), (8000, 8000, 3)]
+)
+def test_stream_resampler_equals_whole_signal(src, dst, block):
+    x = np.random.default_rng(0).standard_normal(src + 123).astype(np.float32)
+    rs = codes_mod.StreamResampler(src, dst)
+    parts = [rs.push(x[i : i + block]) for i in range(0, len(x), block)] + [rs.flush()]
+    assert max(len(p) for p in parts) <= block * dst // src + dst  # bounded by the block, not the signal
+    got = np.concatenate(parts)
+    want = resample(x, src, dst)
+    assert got.shape == want.shape
+    assert np.allclose(got, want, atol=1e-5)
+
+
+def test_item_audio_streams_in_blocks_equal_to_whole_file(snap):
+    root = Path(snap.catalog["root"])
+    item = snap.item("rec-b")  # stereo 8 kHz: downmixed and resampled per block
+    blocks = list(codes_mod.iter_item_audio(item, root, CODEC_SR * 2, block_seconds=0.1))
+    assert len(blocks) > 5 and max(len(b) for b in blocks) <= 0.1 * 16000 + 1
+    import soundfile as sf
+
+    wave, sr = sf.read(root / item["audio_path"], dtype="float32", always_2d=True)
+    want = resample(wave.mean(axis=1), sr, CODEC_SR * 2)
+    assert np.allclose(np.concatenate(blocks), want, atol=1e-5)
+
+
+def test_item_windows_are_bounded_per_item_and_seeded(snap):
+    root = Path(snap.catalog["root"])
+    items = [snap.item("rec-a"), snap.item("rec-c")]  # 2.6 s and 0.4 s
+
+    def sample(seed):
+        return list(codes_mod.sample_item_windows(items, root, 8000, window_seconds=0.37, per_item=2, seed=seed))
+
+    a = sample(0)
+    assert [len(w) for w in a] == [2960, 2960, 2960]  # two of rec-a's 7 windows, rec-c's one (its tail < half)
+    assert all(np.array_equal(x, y) for x, y in zip(a, sample(0)))
+    short = codes_mod.sample_item_windows(items[1:], root, 8000, window_seconds=1.0, per_item=2, seed=0)
+    assert [len(w) for w in short] == [3200]  # a clip shorter than a window is kept whole
+    assert any(not np.array_equal(a[0], b[0]) or not np.array_equal(a[1], b[1]) for b in map(sample, range(1, 6)))
+
+
+# --------------------------------------------------------------------------- verified, not trusted
+
+
+def _arrow_file(folder: Path) -> Path:
+    (path,) = folder.glob("*.arrow")
+    return path
+
+
+def _rewrite(folder: Path, edit) -> None:
+    """Rewrite the cache's Arrow file in place with `edit(table) -> table` (schema and metadata kept)."""
+    import pyarrow as pa
+
+    path = _arrow_file(folder)
+    with pa.memory_map(str(path)) as src:
+        table = pa.ipc.open_stream(src).read_all()
+    table = edit(table)
+    tmp = path.with_suffix(".tmp")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    tmp.replace(path)
+
+
+def _bump_codes(row: int):
+    import pyarrow as pa
+
+    def edit(table):
+        col = table.column("codes").combine_chunks()
+        rows = col.storage.to_pylist()
+        rows[row][0][0] = (rows[row][0][0] + 1) % 64
+        new = pa.ExtensionArray.from_storage(col.type, pa.array(rows, type=col.type.storage_type))
+        return table.set_column(table.schema.get_field_index("codes"), table.schema.field("codes"), new)
+
+    return edit
+
+
+def _redigest(table):
+    """An attacker who also recomputes the row digest of every row."""
+    import pyarrow as pa
+
+    rows = table.to_pylist()
+    digests = [codes_mod.row_digest(r, np.array(r["codes"])) for r in rows]
+    i = table.schema.get_field_index("digest")
+    return table.set_column(i, table.schema.field("digest"), pa.array(digests, pa.string()))
+
+
+@pytest.mark.parametrize("how", ["codes", "codes+row digest", "cache.json", "description"])
+def test_tampered_cache_is_refused_and_rebuilt(tmp_path, snap, how):
+    codec = tiny_codec()
+    good = build_code_cache(snap, codec, tmp_path / "cache", segment_seconds=1.0)
+    want = codes_array(good)
+    folder = tmp_path / "cache" / cache_key(snap, codec, segment_seconds=1.0)
+    if how == "codes":
+        _rewrite(folder, _bump_codes(1))
+    elif how == "codes+row digest":
+        _rewrite(folder, lambda t: _redigest(_bump_codes(1)(t)))
+    elif how == "cache.json":
+        info = read_cache_json(folder)
+        info["recordings"]["rec-a"]["segments"] = 2
+        (folder / "cache.json").write_bytes(orjson.dumps(info))
+    else:
+        import pyarrow as pa
+
+        def edit(t):
+            desc = t.column("description").to_pylist()
+            desc[0] = "a happy jingle"
+            return _redigest(
+                t.set_column(
+                    t.schema.get_field_index("description"), t.schema.field("description"), pa.array(desc, pa.string())
+                )
+            )
+
+        _rewrite(folder, edit)
+    with pytest.raises(codes_mod.TamperedCacheError, match="refused"):
+        codes_mod.load_code_cache(folder, snap)
+
+    counter, said = CountingEncode(codec), []
+    again = build_code_cache(snap, codec, tmp_path / "cache", segment_seconds=1.0, notify=said.append)
+    assert counter.segments == 4  # re-encoded from the audio
+    assert len(said) == 1 and "\n" not in said[0] and "refused, rebuilding" in said[0] and folder.name in said[0]
+    assert np.array_equal(codes_array(again), want)  # training sees the true codes, never the tampered ones
+    assert again.to_list()[0]["description"] == "tone 220 hz rec-a"
+    codes_mod.verify_code_cache(folder, snap, codec_digest=model_digest(codec))
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [folder.name]  # the refused copy is gone
+
+
+def test_cache_is_bound_to_the_snapshot_items(tmp_path, snap):
+    codec = tiny_codec()
+    build_code_cache(snap, codec, tmp_path / "cache", segment_seconds=1.0)
+    folder = tmp_path / "cache" / cache_key(snap, codec, segment_seconds=1.0)
+    other = make_snapshot(tmp_path / "other", clips=[("rec-a", "a.wav", 2.6, 16000, 1, 221.0)])
+    with pytest.raises(codes_mod.TamperedCacheError, match="snapshot"):
+        codes_mod.verify_code_cache(folder, other)
+    info = read_cache_json(folder)
+    info["items_sha256"] = "0" * 64
+    info["info_sha256"] = codes_mod._info_sha256(info)  # a consistent cache.json, about other items
+    (folder / "cache.json").write_bytes(orjson.dumps(info))
+    with pytest.raises(codes_mod.TamperedCacheError, match="leaf digests"):
+        codes_mod.verify_code_cache(folder, snap)
+    with pytest.raises(codes_mod.TamperedCacheError, match="codec"):
+        codes_mod.verify_code_cache(folder, codec_digest="f" * 64)
