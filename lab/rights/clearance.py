@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..util.timestamps import to_ts
-from .licences import LicenceClass, classify, classify_symbol, parse, LicenceError
+from .licences import LicenceClass, explain
 from .policy import Policy
 from .records import WORLDWIDE
 
@@ -114,35 +114,40 @@ def no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _licence_verdicts(licences: list[str], policy: Policy) -> dict[str, int]:
+def _licence_verdicts(licences: list[str], policy: Policy) -> dict[str, tuple[int, str]]:
+    """Verdict code and the failing term, per distinct licence expression (a handful per ledger)."""
     accepted = {LicenceClass[c] for c in policy.accept_licence_classes}
     out = {}
     for expr in licences:
-        klass = _classify_with_contracts(expr, policy.contracts) if expr else LicenceClass.unknown
-        if klass is LicenceClass.unknown:
-            out[expr] = _CODE["licence_unknown"]
-        elif klass not in accepted:
-            out[expr] = _CODE["licence_not_accepted"]
+        if not expr:
+            out[expr] = (_CODE["licence_unknown"], "no licence on the grant")
+            continue
+        why = explain(expr, policy.licence_classes)
+        if why.klass not in accepted and why.klass is not LicenceClass.unknown:
+            out[expr] = (_CODE["licence_not_accepted"], f"licence {why.expression}: {_symbols(why)}, not accepted "
+                         f"under policy '{policy.name}' (accepts {', '.join(policy.accept_licence_classes)})")
+        elif why.klass is LicenceClass.unknown:
+            out[expr] = (_CODE["licence_unknown"], f"licence {why.expression}: " + (why.error or _symbols(why)))
         else:
-            out[expr] = OK
+            out[expr] = (OK, "")
     return out
 
 
-def _classify_with_contracts(expr: str, contracts: dict[str, str]) -> LicenceClass:
-    if not contracts:
-        return classify(expr)
-    try:
-        node = parse(expr)
-    except LicenceError:
-        return LicenceClass.unknown
+def _symbols(why) -> str:
+    """'CC-BY-NC-4.0 is non_commercial (Creative Commons rule: NonCommercial (-NC))' for the deciding symbols."""
+    return "; ".join(f"{s.symbol} is {s.licence_class} ({s.rule})" for s in why.deciding())
 
-    def walk(n) -> LicenceClass:
-        if not hasattr(n, "args") or not n.args:
-            return classify_symbol(getattr(n, "key", str(n)), contracts)
-        parts = [walk(a) for a in n.args]
-        return min(parts) if "OR" in type(n).__name__.upper() else max(parts)
 
-    return walk(node)
+def _listed(codes: list[str], most: int = 8) -> str:
+    return ", ".join(codes[:most]) + (f" and {len(codes) - most} more" if len(codes) > most else "")
+
+
+def _text_unique(values: pa.Array, fn) -> pa.Array:
+    """fn(value) once per distinct value (nulls included), as a string array aligned with `values`."""
+    enc = pc.dictionary_encode(values)
+    dictionary = enc.dictionary.to_pylist()
+    table = pa.array([fn(v) for v in dictionary] + [fn(None)], pa.string())
+    return table.take(enc.indices.fill_null(len(dictionary)))
 
 
 def _array(values: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -208,8 +213,14 @@ def effective_grants(frame: pa.Table, at: datetime, policy: Policy) -> pa.Table:
     revoked[gcode[is_revoke]] = True
     revoked_seq = np.zeros(n_ids, dtype=np.int64)  # seq of the revocation (0: none in force)
     revoked_seq[gcode[is_revoke]] = _np(known["seq"], np.int64)[is_revoke]
+    # Row of the revocation / expire event in force per grant id (-1: none), for the verdict's text.
+    revoke_row = np.full(n_ids, -1, dtype=np.int64)
+    revoke_row[gcode[is_revoke]] = np.flatnonzero(is_revoke)
     expired = np.zeros(n_ids, dtype=bool)
-    expired[gcode[_np(pc.equal(kind, "expire")) & ended]] = True
+    is_expire = _np(pc.equal(kind, "expire")) & ended
+    expired[gcode[is_expire]] = True
+    expire_row = np.full(n_ids, -1, dtype=np.int64)
+    expire_row[gcode[is_expire]] = np.flatnonzero(is_expire)
     # Grant ids another grant replaces (an amend under a new id names the old one in `supersedes`).
     replaces = _np(pc.and_(pc.equal(kind, "amend"), pc.not_equal(known["supersedes"], known["grant_id"])))
     superseded = np.zeros(n_ids, dtype=bool)
@@ -236,7 +247,7 @@ def effective_grants(frame: pa.Table, at: datetime, policy: Policy) -> pa.Table:
     mark(_np(pc.greater(col("valid_from"), t).fill_null(True)), "not_yet_valid")
     licence = col("licence").fill_null("")
     lic = _licence_verdicts(pc.unique(licence).to_pylist(), policy)
-    lic_code = _map_unique(licence, lambda s: lic.get(s or "", _CODE["licence_unknown"]))
+    lic_code = _map_unique(licence, lambda s: lic.get(s or "", (_CODE["licence_unknown"], ""))[0])
     np.copyto(code, lic_code, where=(code == OK) & (lic_code != OK))
     need = set(policy.purposes)
     mark(_map_unique(col("purposes"), lambda s: int(not s or not need <= set(s.split()))).astype(bool),
@@ -259,7 +270,60 @@ def effective_grants(frame: pa.Table, at: datetime, policy: Policy) -> pa.Table:
     out = known.select(["seq", "grant_id", "status", *SUBJECT_KEYS.values()]).take(rows)
     out = out.append_column("code", pa.array(code[keep]))
     out = out.append_column("revoked_seq", pa.array(revoked_seq[lcode][keep]))
+    why = _why(known, latest[keep], code[keep], revoke_row[lcode][keep], expire_row[lcode][keep], t, policy, lic)
+    out = out.append_column("verdict", why)
     return out.append_column("g", pa.array(np.arange(out.num_rows, dtype=np.int64)))
+
+
+def _why(known: pa.Table, rows: np.ndarray, code: np.ndarray, revoke_row: np.ndarray, expire_row: np.ndarray,
+         t: str, policy: Policy, lic: dict[str, tuple[int, str]]) -> pa.Array:
+    """Per effective grant, 'reason (the failing term)': built column-wise for the failing grants only,
+    each distinct licence / purposes / territories string formatted once."""
+    pool: list[pa.Array] = [pa.array(list(_VERDICTS), pa.string())]
+    pick = code.copy()
+    base = len(_VERDICTS)
+
+    def col(name: str, idx: np.ndarray) -> pa.Array:
+        return _array(known[name]).take(pa.array(idx, pa.int64()))
+
+    def event(prefix: str, at_rows: np.ndarray) -> pa.Array:
+        seq = pc.cast(col("seq", at_rows), pa.string())
+        return pc.binary_join_element_wise(prefix, seq, ", effective ", col("effective_at", at_rows), "")
+
+    need = set(policy.purposes)
+    terr = policy.territory
+    for reason in ("revoked", "expired", "not_yet_valid", "licence_unknown", "licence_not_accepted",
+                   "purpose_not_granted", "territory_not_granted"):
+        idx = np.flatnonzero(code == _CODE[reason])
+        if len(idx) == 0:
+            continue
+        at = rows[idx]
+        if reason == "revoked":
+            text = event("revoked by ledger seq ", revoke_row[idx])
+        elif reason == "expired":
+            until = col("valid_until", at)
+            by_date = pc.less_equal(until, t).fill_null(False)
+            ended = pc.binary_join_element_wise("valid_until ", until.fill_null(""), " has passed", "")
+            text = ended if len(np.flatnonzero(expire_row[idx] < 0)) == len(idx) else pc.if_else(
+                by_date, ended, event("expired by ledger seq ", np.maximum(expire_row[idx], 0)))
+        elif reason == "not_yet_valid":
+            text = pc.binary_join_element_wise("valid from ", col("valid_from", at).fill_null("(none)"),
+                                               ", cleared at " + t, "")
+        elif reason.startswith("licence"):
+            text = _text_unique(col("licence", at).fill_null(""), lambda s: lic.get(s or "", (0, "no licence"))[1])
+        elif reason == "purpose_not_granted":
+            text = _text_unique(col("purposes", at), lambda s: (
+                f"purposes missing: {', '.join(sorted(need - set((s or '').split())))}; "
+                f"granted: {', '.join((s or '').split()) or 'none'}"))
+        else:
+            text = _text_unique(col("territories", at), lambda s: (
+                f"territory {terr} asked; granted: {_listed((s or '').split()) or 'none'}"))
+        name = pa.array([reason] * len(idx), pa.string())
+        pool.append(pc.binary_join_element_wise(name, text, " (").cast(pa.string()))
+        pool[-1] = pc.binary_join_element_wise(pool[-1], ")", "")
+        pick[idx] = base + np.arange(len(idx))
+        base += len(idx)
+    return pa.concat_arrays(pool).take(pa.array(np.maximum(pick, 0), pa.int64()))
 
 
 def _join_codes(item_codes: np.ndarray, item_rows: np.ndarray, grant_codes: np.ndarray,
@@ -405,7 +469,7 @@ def _clear(catalog: pa.Table, frame: pa.Table, policy: Policy, at: datetime, gra
 
     # Grant ids per item: the clearing ones for cleared items, all covering ones otherwise.
     keep = ~cleared[item_idx] | (pair_code == OK)
-    k_item, k_grant, k_code = item_idx[keep], grant_idx[keep], pair_code[keep]
+    k_item, k_grant = item_idx[keep], grant_idx[keep]
     counts = np.bincount(k_item, minlength=n)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
@@ -430,7 +494,7 @@ def _clear(catalog: pa.Table, frame: pa.Table, policy: Policy, at: datetime, gra
     rows = np.flatnonzero(by_grants)
     if len(rows):
         in_rows = by_grants[k_item]
-        verdict = pa.array(_VERDICTS).take(pa.array(k_code[in_rows], pa.int64()))
+        verdict = _array(grants["verdict"]).take(pa.array(k_grant[in_rows], pa.int64()))
         text = pc.binary_join_element_wise(pair_gids.filter(pa.array(in_rows)), verdict, ": ")
         pool.append(_list_join(text, counts[rows], "; "))
         pick[rows] = base + np.arange(len(rows))

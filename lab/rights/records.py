@@ -12,6 +12,7 @@ from collections import defaultdict
 from datetime import date, datetime, time, timezone
 from typing import Annotated, Literal, Union
 
+import pycountry
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -25,6 +26,7 @@ from pydantic import (
 )
 
 from ..util.identifiers import normalize_isrc
+from ..util.territories import TerritoryError, expand_territories
 from .licences import LicenceError, validate_expression
 
 PURPOSES = ("ai_training", "ai_generative_training", "ai_inference", "commercial_output", "eval_only")
@@ -37,9 +39,11 @@ WORLDWIDE = "WW"
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
-# ISO 3166-1 alpha-2 shape; the full list would be a table to maintain, the shape catches typos
-# like "UK " or "usa" and fails closed on anything else.
+# The shape of a territory code; new records are checked against ISO 3166-1 (lab.util.territories),
+# records already stored only against this shape (an append-only ledger must stay readable).
 _TERRITORY = re.compile(r"^[A-Z]{2}$")
+# Sizes a record may have (checked on new records; `STORED` ones are read as they are).
+LIMITS = {"text": 2000, "name": 256, "licence": 1000, "parties": 100, "territories": 300}
 
 
 def _to_utc(value):
@@ -53,6 +57,28 @@ def _to_utc(value):
 
 UTCDatetime = Annotated[AwareDatetime, BeforeValidator(_to_utc)]
 Identifier = Annotated[str, Field(pattern=_ID.pattern)]
+
+
+def _stored(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("stored"))
+
+
+def _duplicates(field: str, values: list) -> None:
+    seen, twice = set(), []
+    for v in values:
+        if v in seen and v not in twice:
+            twice.append(v)
+        seen.add(v)
+    if twice:
+        raise ValueError(f"{field}: {', '.join(map(repr, twice))} listed more than once")
+
+
+def _check_sizes(model: BaseModel, sizes: dict[str, int]) -> None:
+    """Each named str field within its size (new records only): errors name the field and its length."""
+    for name, most in sizes.items():
+        value = getattr(model, name)
+        if isinstance(value, str) and len(value) > most:
+            raise ValueError(f"{name} is {len(value)} characters long; at most {most}")
 
 
 def shares_off_100(parties) -> str:
@@ -73,6 +99,12 @@ class Party(Strict):
     right: Right
     share: float = Field(gt=0, le=100, description="percent of this right held by the party")
     party_id: str | None = Field(default=None, description="IPI / ISNI / DDEX party id")
+
+    @model_validator(mode="after")
+    def _sizes(self, info: ValidationInfo):
+        if not _stored(info):
+            _check_sizes(self, {"name": LIMITS["name"], "party_id": 64})
+        return self
 
 
 class Subject(Strict):
@@ -111,9 +143,17 @@ class Subject(Strict):
 
 class Compensation(Strict):
     model: Literal["none", "flat_fee", "per_second_trained", "revenue_share"]
-    rate: float = Field(default=0.0, ge=0)
+    rate: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
     notes: str = ""
+
+    @model_validator(mode="after")
+    def _known(self, info: ValidationInfo):
+        if not _stored(info):
+            _check_sizes(self, {"notes": LIMITS["text"]})
+            if pycountry.currencies.get(alpha_3=self.currency) is None:
+                raise ValueError(f"currency {self.currency!r} is not an ISO 4217 code")
+        return self
 
 
 class Grant(Strict):
@@ -147,7 +187,14 @@ class Grant(Strict):
 
     @field_validator("territories")
     @classmethod
-    def _territories(cls, v):
+    def _territories(cls, v, info: ValidationInfo):
+        if not _stored(info):  # ISO 3166-1 via pycountry, with hints; groups (EU) written out as their members
+            if len(v) > LIMITS["territories"]:
+                raise ValueError(f"{len(v)} territories; at most {LIMITS['territories']}")
+            try:
+                return expand_territories(v)
+            except TerritoryError as exc:
+                raise ValueError(str(exc)) from None
         out = []
         for t in v:
             t = t.strip().upper()
@@ -160,11 +207,19 @@ class Grant(Strict):
 
     @field_validator("purposes")
     @classmethod
-    def _purposes(cls, v):
+    def _purposes(cls, v, info: ValidationInfo):
+        if not _stored(info):
+            _duplicates("purposes", v)
         return sorted(set(v))
 
     @model_validator(mode="after")
-    def _consistent(self):
+    def _consistent(self, info: ValidationInfo):
+        if not _stored(info):
+            _check_sizes(self, {"issuer": LIMITS["name"], "licence": LIMITS["licence"], "attribution": LIMITS["text"],
+                                "evidence": LIMITS["text"]})
+            if len(self.parties) > LIMITS["parties"]:
+                raise ValueError(f"{len(self.parties)} parties; at most {LIMITS['parties']}")
+            _duplicates("parties", [f"{p.name} ({p.role}, {p.right})" for p in self.parties])
         if self.valid_until is not None and self.valid_until <= self.valid_from:
             raise ValueError("valid_until must be after valid_from")
         if self.status == "opted_in":
@@ -204,6 +259,12 @@ class RevokeEvent(Strict):
     reason: str = Field(min_length=1)
     effective_at: UTCDatetime
     issuer: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _sizes(self, info: ValidationInfo):
+        if not _stored(info):
+            _check_sizes(self, {"reason": LIMITS["text"], "issuer": LIMITS["name"]})
+        return self
 
 
 class ExpireEvent(Strict):

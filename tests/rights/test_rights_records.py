@@ -30,7 +30,7 @@ def _import_error(ledger, tmp_path, lines) -> str:
     (grant("G-2", licence="CC-BY-5.0"), "line 3: grant.licence: unknown licence id(s) in 'CC-BY-5.0'"),
     (grant("G-2", licence="MIT AND (OR"), "line 3: grant.licence: invalid licence expression"),
     (grant("G-2", purposes=["ai_training", "world_domination"]), "line 3: grant.purposes.1: Input should be 'ai_training'"),
-    (grant("G-2", territories=["usa"]), "line 3: grant.territories: territory 'USA' is not an ISO 3166-1 alpha-2 code"),
+    (grant("G-2", territories=["usa"]), "line 3: grant.territories: territory 'usa' is not an ISO 3166-1 alpha-2 code: did you mean US?"),
     (grant("G-2", subject={"isrc": "GB-LAB-26"}), "line 3: grant.subject.isrc: not an ISRC: 'GB-LAB-26'"),
     (grant("G-2", subject={"recording_id": "r", "audio_sha256": "xyz"}), "line 3: grant.subject.audio_sha256: audio_sha256 must be 64"),
     (grant("G-2", royalties="lots"), "line 3: grant.royalties: Extra inputs are not permitted"),
