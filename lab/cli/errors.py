@@ -120,7 +120,7 @@ def _one_line(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("object_type=")]
     out = ""
     for ln in lines:
-        out = ln if not out else (f"{out} {ln}" if out.endswith(":") else f"{out}; {ln}")
+        out = ln if not out else (f"{out} {ln}" if out.endswith((":", ".")) else f"{out}; {ln}")
     return re.sub(r"\s+", " ", out)
 
 

@@ -6,16 +6,21 @@ folders in front of it (lab.resources.searchpath)."""
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import typer
 
 from ..resources import CONFIG_SOURCE, ConfigDirNotFoundError, config_search_path
 from . import app
-from .output import emit_json, fail, table
+from .errors import guard, set_json
+from .output import emit_json, table
 
+_JSON_ON = re.compile(r"\+{0,2}json=(true|True|TRUE|1|yes)")
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 _CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
 
@@ -46,13 +51,57 @@ def run_hydra(config_name: str, task: Callable, args: list[str]) -> None:
         config_search_path(config_dirs)
     except ConfigDirNotFoundError as exc:
         raise typer.BadParameter(str(exc)) from None
-    argv = sys.argv
+    argv, full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = [f"lab {config_name}", *_pin_run_under_torchrun(overrides)]
+    set_json(any(_JSON_ON.fullmatch(o) for o in overrides))  # until the composed config says
+    # Hydra re-raises instead of printing its own report: a bad override reaches lab.cli.errors (one line, exit 2)
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         with user_config_dirs(config_dirs):
             hydra.main(config_path=CONFIG_SOURCE, config_name=config_name, version_base="1.3")(task)()
     finally:
         sys.argv = argv
+        if full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = full_error
+
+
+def hydra_task(task: Callable) -> Callable:
+    """A Hydra task inside lab.cli.errors' guard (its SystemExit passes through Hydra, whose job runner would
+    report an exception with every override, passwords included), after hiding URL passwords in the config
+    Hydra saved under `.hydra/` (a `ledger_url=...` override or a user's yaml can put one there)."""
+
+    @functools.wraps(task)
+    def run(cfg) -> None:
+        set_json(bool(cfg.get("json", False)))
+        with guard():
+            scrub_hydra_output(cfg)
+            task(cfg)
+
+    return run
+
+
+def scrub_hydra_output(cfg) -> None:
+    """Rewrite `.hydra/*.yaml` of this job with every URL password hidden (Hydra writes them before the task)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from ..util.atomic import write_text
+    from ..util.secrets import scrub_text, secret_urls
+
+    if not HydraConfig.initialized():
+        return
+    hc = HydraConfig.get()
+    if hc.output_subdir is None:
+        return
+    secrets = secret_urls(OmegaConf.to_container(cfg, resolve=True)) | secret_urls(list(hc.overrides.task))
+    folder = Path(hc.runtime.output_dir) / str(hc.output_subdir)
+    for path in sorted(folder.glob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        shown = scrub_text(text, secrets)
+        if shown != text:
+            write_text(path, shown)
 
 
 def _pin_run_under_torchrun(overrides: list[str]) -> list[str]:
@@ -75,18 +124,11 @@ def print_clear_summary(summary: dict, as_json: bool = False) -> None:
     typer.echo(f"snapshot {summary['snapshot_id']} -> {summary['path']}")
 
 
+@hydra_task
 def _clear_task(cfg) -> None:
     from ..jobs.clear import main
-    from ..rights.consent import LedgerBroken
 
-    try:
-        result = main(cfg)
-    except LedgerBroken as exc:  # one line and exit 1, not Hydra's error report
-        try:
-            fail(str(exc), as_json=bool(cfg.get("json", False)))
-        except typer.Exit as done:
-            raise SystemExit(done.exit_code) from None
-    print_clear_summary(result.summary(), bool(cfg.get("json", False)))
+    print_clear_summary(main(cfg).summary(), bool(cfg.get("json", False)))  # a broken ledger: exit 1 (errors)
 
 
 @app.command("clear", context_settings=_PASS_THROUGH, add_help_option=False)
@@ -110,16 +152,11 @@ def print_train_summary(summary: dict, as_json: bool = False) -> None:
         typer.echo(f"audit it: {summary['audit']}")
 
 
+@hydra_task
 def _train_task(cfg) -> None:
-    from ..recipes.train import TrainingRefused, main
+    from ..recipes.train import main
 
-    try:
-        summary = main(cfg)
-    except TrainingRefused as exc:  # a refusal is the user's answer, not a crash: no Hydra error report
-        try:
-            fail(str(exc), as_json=bool(cfg.get("json", False)))
-        except typer.Exit as done:
-            raise SystemExit(done.exit_code) from None
+    summary = main(cfg)  # a refusal is the user's answer, not a crash: one line, exit 1 (lab.cli.errors)
     if summary is not None and int(os.environ.get("RANK", "0")) == 0:
         print_train_summary(summary.to_dict(), bool(cfg.get("json", False)))
 

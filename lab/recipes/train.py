@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ from ..train.consent_watch import ConsentConfig, ConsentStop, ConsentWatch
 from ..train.trainer import Trainer, TrainerConfig, TrainerHooks
 from ..util.atomic import write_bytes
 from ..util.canonical import canonical_json
+from ..util.secrets import redact_config
 from ..util.timestamps import utcnow
 from .base_model import Base, BaseRefused
 from ..jobs.clear import policy_from_cfg, run_clearance
@@ -177,7 +179,8 @@ class TrainRecipe:
         keys = ensure_keypair(Path(cfg.signing.key_dir))
         self.private_key = Path(cfg.signing.private_key) if cfg.signing.get("private_key") else keys.private_path
         self.public_key = Path(cfg.signing.public_key) if cfg.signing.get("public_key") else keys.public_path
-        self.resolved = OmegaConf.to_container(cfg, resolve=True)
+        # what leaves the process (config.lab.json, the card's config digest, wandb): URL passwords hidden
+        self.resolved = redact_config(OmegaConf.to_container(cfg, resolve=True))
         self.resolved.pop("hydra", None)
         self.consent_cfg = ConsentConfig.from_dict(self.resolved.get("consent"))
         self.clock = utcnow  # consent deadlines and card times (tests inject a clock)
@@ -227,10 +230,14 @@ class TrainRecipe:
                 f"{resume} trained on snapshot {prior}, data.snapshot names {snapshot.snapshot_id}: a resume "
                 f"continues on its own snapshot (drop data.snapshot, or train into a new run_dir)")
         if snapshot.policy.get("digest") != self.policy.digest():
+            ours = self.policy.identity()
+            differ = "; ".join(f"{k}: snapshot {snapshot.policy.get(k)!r}, run {v!r}" for k, v in ours.items()
+                               if snapshot.policy.get(k) != v) or "digest only"
             raise TrainingRefused(
                 f"snapshot {snapshot.snapshot_id} was cleared under policy '{snapshot.policy.get('name')}' "
                 f"({snapshot.policy.get('digest', '')[:12]}), this run's policy is '{self.policy.name}' "
-                f"({self.policy.digest()[:12]}): clear the catalogue under this policy first (`lab clear policy=...`)")
+                f"({self.policy.digest()[:12]}); they differ in {differ}: clear the catalogue under this policy "
+                f"first (`lab clear policy=...`)")
         if not len(snapshot):
             raise TrainingRefused(f"snapshot {snapshot.snapshot_id} clears no recordings")
         self.consent_head = self.ledger.head()  # the watch reads every event after it
@@ -264,8 +271,10 @@ class TrainRecipe:
         cache_root = self.home / "cache" / "codes"
         segment = float(self.cfg.data.segment_seconds)
         dataset = None
-        if self.dist.is_main:
-            dataset = build_code_cache(self.snapshot, codec, cache_root, segment_seconds=segment)
+        if self.dist.is_main:  # a refused (tampered) cache is rebuilt; say so, not only in the log
+            bar = None if self.cfg.trainer.get("progress", True) else False
+            dataset = build_code_cache(self.snapshot, codec, cache_root, segment_seconds=segment, progress=bar,
+                                       notify=lambda msg: print(msg, file=sys.stderr, flush=True))
         barrier()
         if dataset is None:
             dataset = build_code_cache(self.snapshot, codec, cache_root, segment_seconds=segment)

@@ -14,11 +14,14 @@ import json
 import logging
 import math
 import os
+import sys
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from lab.train.distributed import is_main as _is_main
+from lab.util.secrets import redact_config, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +90,7 @@ class MetricsLog:
             self._f.close()
             self._f = None
 
-    def __enter__(self) -> "MetricsLog":
+    def __enter__(self) -> MetricsLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -130,7 +133,8 @@ def init_wandb(
 ):
     """Start a wandb run writing under `run_dir/wandb/` (rank 0 only; None elsewhere).
 
-    `settings` go to `wandb.Settings` (defaults: `console="off"`, `silent=True`).
+    `settings` go to `wandb.Settings` (defaults: `console="off"`, `silent=True`). URL passwords in `cfg`
+    and on the command line are hidden from wandb (lab.util.secrets).
     Returns the `wandb.Run` (a no-op run in "disabled" mode, which creates no files).
     """
     if is_main is None:
@@ -147,16 +151,22 @@ def init_wandb(
     kwargs: dict[str, Any] = {}
     if resolved is not None:
         kwargs["mode"] = resolved
-    run = wandb.init(
-        project=project,
-        name=name,
-        tags=list(tags) if tags else None,
-        config=dict(cfg) if cfg is not None else None,
-        dir=str(run_dir),
-        settings=wandb.Settings(**settings),
-        **kwargs,
-    )
-    log.info("wandb run %s (mode %s) under %s", getattr(run, "id", "?"), resolved or os.environ.get("WANDB_MODE"), run_dir)
+    argv = sys.argv
+    sys.argv = [redact_text(a) for a in argv]  # wandb records the command line (`args`) in the run's metadata
+    try:
+        run = wandb.init(
+            project=project,
+            name=name,
+            tags=list(tags) if tags else None,
+            config=redact_config(dict(cfg)) if cfg is not None else None,
+            dir=str(run_dir),
+            settings=wandb.Settings(**settings),
+            **kwargs,
+        )
+    finally:
+        sys.argv = argv
+    mode_used = resolved or os.environ.get("WANDB_MODE")
+    log.info("wandb run %s (mode %s) under %s", getattr(run, "id", "?"), mode_used, run_dir)
     return run
 
 
