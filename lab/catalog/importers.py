@@ -14,9 +14,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -117,17 +118,22 @@ def load_metadata(path: str | Path) -> MetadataFile:
 
     rows: list[RecordingMeta] = []
     lines: list[int] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, dict[str, int]] = {"recording_id": {}, "isrc": {}, "audio_path": {}}
     for line, obj in raw:
         try:
             meta = RecordingMeta.model_validate(obj)
         except ValidationError as exc:
             issues.extend(_validation_issues(exc, name, line))
             continue
-        first = seen.setdefault(meta.recording_id, line)
-        if first != line:
-            issues.append(MetadataIssue(name, line, "recording_id",
-                                        f"duplicate recording_id '{meta.recording_id}' (first on line {first})"))
+        # One row per recording: an id, an ISRC or an audio file named twice in one file is a broken export.
+        dup = False
+        for key, firsts in seen.items():
+            value = getattr(meta, key)
+            first = firsts.setdefault(value, line) if value is not None else line
+            if first != line:
+                issues.append(MetadataIssue(name, line, key, f"duplicate {key} '{value}' (first on line {first})"))
+                dup = True
+        if dup:
             continue
         rows.append(meta)
         lines.append(line)

@@ -127,8 +127,25 @@ def print_clear_summary(summary: dict, as_json: bool = False) -> None:
 @hydra_task
 def _clear_task(cfg) -> None:
     from ..jobs.clear import main
+    from .output import print_error
+    from .verdicts import check_show, print_verdicts, snapshot_verdicts
 
-    print_clear_summary(main(cfg).summary(), bool(cfg.get("json", False)))  # a broken ledger: exit 1 (errors)
+    as_json, show, limit = bool(cfg.get("json", False)), cfg.get("show"), cfg.get("limit")
+    try:
+        check_show(show, limit)  # before clearing: a typo must not cost a clearance
+    except ValueError as exc:
+        print_error(str(exc), kind="bad_config", as_json=as_json)
+        raise SystemExit(2) from None
+    result = main(cfg)  # a broken ledger: exit 1 (errors)
+    if not show:
+        return print_clear_summary(result.summary(), as_json)
+    from ..snapshot import load_snapshot
+
+    rows = snapshot_verdicts(load_snapshot(result.snapshot_path), show, limit)
+    if as_json:
+        return emit_json({**result.summary(), "show": show, "verdicts": rows})
+    print_clear_summary(result.summary())
+    print_verdicts(f"{show} recordings" + (f" (first {limit})" if limit is not None else ""), rows, False)
 
 
 @app.command("clear", context_settings=_PASS_THROUGH, add_help_option=False)

@@ -274,15 +274,33 @@ def _whoami() -> str:
 @rights_app.command("show")
 def show(
     recording: Annotated[str, typer.Argument(metavar="RECORDING_ID", help="Recording id, ISRC or audio sha256.")],
+    policy: Annotated[str, typer.Option("--policy", help="Policy to judge it under (policy/NAME.yaml).")] = "research",
+    catalog: Annotated[Optional[str], typer.Option("--catalog", help="Only this catalogue (default: all).")] = None,
     ledger: LedgerOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Every event whose grant names this recording (by recording id, ISRC or audio sha256)."""
+    """The recording's verdict under a policy now (why it is excluded), then every event whose grant names it."""
+    from .verdicts import catalogue_rows, consent_verdicts, load_policy, print_verdicts
+
     kwargs = {"recording_id": recording,
               "isrc": as_isrc(recording),
               "sha256": recording.lower() if _SHA.match(recording) else None}
+    try:
+        pol = load_policy(policy)
+    except Exception as exc:  # noqa: BLE001 - a missing or invalid policy file is bad input
+        _fail(f"policy {policy!r}: {str(exc).splitlines()[0]}", json_, code=2)
+    rows, searched = catalogue_rows(recording, catalog)
     with _ledger(ledger, json_) as L:
+        verdicts = consent_verdicts(rows, L, pol)
         stored = L.events_for_subject(**kwargs)
+    if json_:
+        emit_json({"ok": True, "subject": recording, "policy": pol.name, "catalogs": searched, "verdicts": verdicts,
+                   "events": [s.to_dict() for s in stored]})
+        return
+    if verdicts:
+        print_verdicts(f"verdict for {recording} under policy '{pol.name}' now", verdicts, False)
+    else:
+        _say(f"{recording} is in no catalogue ({', '.join(searched) or 'none stored'}): no verdict, events only")
     _print_events(f"ledger events for {recording}", stored, json_, subject=recording)
 
 

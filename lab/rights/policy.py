@@ -93,9 +93,3 @@ class Policy(Strict):
 
     def digest(self) -> str:
         return digest(self.identity())
-
-    def differences(self, stored: dict) -> list[str]:
-        """The fields of a stored policy header (a snapshot's) that differ from this policy, as 'field: a → b'."""
-        mine = self.identity()
-        keys = sorted((set(mine) | set(stored)) - {"digest"})
-        return [f"{k}: {stored.get(k)!r} → {mine.get(k)!r}" for k in keys if stored.get(k) != mine.get(k)]

@@ -105,3 +105,38 @@ def test_isrc_normalised_like_the_ledger(tmp_path):
     with pytest.raises(ValidationError, match="not an ISRC"):
         RecordingMeta(recording_id="r1", isrc="GB-LAB-26", title="t", artists=["a"], description="d",
                       audio_path="a.wav")
+
+
+def test_sizes_and_duplicates_are_named_with_field_and_line(tmp_path):
+    p = write_jsonl(tmp_path / "metadata.jsonl", [
+        row("r1", "a.wav", isrc="GBLAB2600001"),
+        row("r2", "b.wav", title="x" * 600),                       # line 2: over-long title
+        row("r3", "c.wav", artists=["Ada", "Ada"]),                # line 3: an artist twice
+        row("r4", "d.wav", description="d" * 2001),                # line 4: over-long description
+        row("r5", "e.wav", isrc="GB-LAB-26-00001"),                # line 5: ISRC of line 1
+        row("r6", "a.wav"),                                        # line 6: audio file of line 1
+        row("r7", "g.wav", rights_holders=["L"] * 101),            # line 7: too many rights holders
+        row("r8", "h.wav", artists=["y" * 257]),                   # line 8: over-long name
+    ])
+    with pytest.raises(CatalogError) as ei:
+        load_metadata(p)
+    got = {(i.line, i.field): i.message for i in ei.value.issues}
+    assert set(got) == {(2, "title"), (3, "artists"), (4, "description"), (5, "isrc"), (6, "audio_path"),
+                        (7, "rights_holders"), (8, "artists[0]")}
+    assert "at most 512 characters" in got[(2, "title")]
+    assert "'Ada' listed more than once" in got[(3, "artists")]
+    assert got[(5, "isrc")] == "duplicate isrc 'GBLAB2600001' (first on line 1)"
+    assert got[(6, "audio_path")] == "duplicate audio_path 'a.wav' (first on line 1)"
+
+
+def test_measured_fields_have_ranges():
+    from pydantic import ValidationError
+
+    from lab.catalog.items import CatalogItem
+
+    base = dict(recording_id="r1", title="T", artists=["Ada"], description="d", audio_path="a.wav", catalog="c")
+    assert CatalogItem(**base, duration_s=1.5, sample_rate=44100, channels=2).duration_s == 1.5
+    for bad in ({"duration_s": -1.0}, {"duration_s": float("nan")}, {"sample_rate": 0}, {"channels": -2},
+                {"size_bytes": -1}):
+        with pytest.raises(ValidationError, match=next(iter(bad))):
+            CatalogItem(**base, **bad)

@@ -38,22 +38,45 @@ def test_the_readme_lists_every_deliberately_unknown_id():
     assert not missing
 
 
-@pytest.mark.parametrize("expr, klass", [
-    ("GPL-2.0-only", "share_alike"), ("GPL-2.0", "share_alike"), ("LGPL-2.1-or-later", "share_alike"),
-    ("AGPL-3.0-only", "share_alike"), ("MPL-2.0", "share_alike"), ("EUPL-1.2", "share_alike"),
-    ("CC-PDM-1.0", "permissive"), ("CC0-1.0", "permissive"), ("Unlicense", "permissive"), ("PDDL-1.0", "permissive"),
-    ("CC-BY-1.0", "permissive"), ("CC-BY-2.0", "permissive"), ("CC-BY-2.5", "permissive"),
-    ("CC-BY-3.0-DE", "permissive"), ("CC-BY-3.0-IGO", "permissive"), ("MIT", "permissive"), ("ISC", "permissive"),
-    ("Zlib", "permissive"), ("Apache-2.0", "permissive"), ("BSD-3-Clause", "permissive"),
-    ("CC-BY-SA-2.1-JP", "share_alike"), ("CC-SA-1.0", "share_alike"),
-    ("CC-BY-NC-3.0-DE", "non_commercial"), ("CC-BY-NC-SA-2.0-UK", "non_commercial"),
-    ("PolyForm-Noncommercial-1.0.0", "non_commercial"),
-    ("CC-BY-ND-3.0-DE", "no_derivatives"), ("CC-BY-NC-ND-3.0-IGO", "no_derivatives"),
-    ("GPL-2.0-only WITH Classpath-exception-2.0", "share_alike"),
-    ("LicenseRef-lab-deal", "contract"), ("LicenseRef-somebody", "unknown"), ("BUSL-1.1", "unknown"),
-    ("MIT OR CC-BY-NC-4.0", "permissive"), ("MIT AND CC-BY-NC-4.0", "non_commercial"),
-    ("not a licence", "unknown"),
-])
+@pytest.mark.parametrize(
+    "expr, klass",
+    [
+        ("GPL-2.0-only", "share_alike"),
+        ("GPL-2.0", "share_alike"),
+        ("LGPL-2.1-or-later", "share_alike"),
+        ("AGPL-3.0-only", "share_alike"),
+        ("MPL-2.0", "share_alike"),
+        ("EUPL-1.2", "share_alike"),
+        ("CC-PDM-1.0", "permissive"),
+        ("CC0-1.0", "permissive"),
+        ("Unlicense", "permissive"),
+        ("PDDL-1.0", "permissive"),
+        ("CC-BY-1.0", "permissive"),
+        ("CC-BY-2.0", "permissive"),
+        ("CC-BY-2.5", "permissive"),
+        ("CC-BY-3.0-DE", "permissive"),
+        ("CC-BY-3.0-IGO", "permissive"),
+        ("MIT", "permissive"),
+        ("ISC", "permissive"),
+        ("Zlib", "permissive"),
+        ("Apache-2.0", "permissive"),
+        ("BSD-3-Clause", "permissive"),
+        ("CC-BY-SA-2.1-JP", "share_alike"),
+        ("CC-SA-1.0", "share_alike"),
+        ("CC-BY-NC-3.0-DE", "non_commercial"),
+        ("CC-BY-NC-SA-2.0-UK", "non_commercial"),
+        ("PolyForm-Noncommercial-1.0.0", "non_commercial"),
+        ("CC-BY-ND-3.0-DE", "no_derivatives"),
+        ("CC-BY-NC-ND-3.0-IGO", "no_derivatives"),
+        ("GPL-2.0-only WITH Classpath-exception-2.0", "share_alike"),
+        ("LicenseRef-lab-deal", "contract"),
+        ("LicenseRef-somebody", "unknown"),
+        ("BUSL-1.1", "unknown"),
+        ("MIT OR CC-BY-NC-4.0", "permissive"),
+        ("MIT AND CC-BY-NC-4.0", "non_commercial"),
+        ("not a licence", "unknown"),
+    ],
+)
 def test_classes(expr, klass):
     assert classify(expr).name == klass
 
@@ -81,7 +104,9 @@ def test_a_policy_maps_any_licence_id_to_a_class():
     assert classify("GPL-2.0-only") is LicenceClass.share_alike  # the override is the policy's, not global
     # its former name still reads, and the stored key (snapshot / card headers) keeps it
     old = Policy(**base, contracts={"LicenseRef-x": "contract"})
-    assert old.licence_classes == {"LicenseRef-x": "contract"} and old.identity()["contracts"] == {"LicenseRef-x": "contract"}
+    assert old.licence_classes == {"LicenseRef-x": "contract"} and old.identity()["contracts"] == {
+        "LicenseRef-x": "contract"
+    }
     with pytest.raises(ValueError, match="Foo-9"):
         Policy(**base, licence_classes={"Foo-9": "permissive"})
     with pytest.raises(ValueError, match="'liberal' is not a licence class"):
