@@ -23,7 +23,7 @@ the meaningful check is in embedding space (:func:`quantization_error`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ __all__ = [
     "encode_batch",
     "encoder_frames",
     "init_codebooks_from_audio",
+    "sample_encoder_frames",
     "standardize_encoder_output",
     "kmeans",
     "quantization_error",
@@ -84,8 +85,9 @@ def _padded(clips: Sequence[torch.Tensor], hop: int, dtype: torch.dtype) -> tupl
 
 
 @torch.no_grad()
-def encode_batch(codec, waveforms: Sequence[Clip], sample_rate: int, bandwidth: float | None = None,
-                 batch_size: int = 8) -> list[np.ndarray]:
+def encode_batch(
+    codec, waveforms: Sequence[Clip], sample_rate: int, bandwidth: float | None = None, batch_size: int = 8
+) -> list[np.ndarray]:
     """Encode mono clips to EnCodec codes: one int64 array (num_codebooks, frames) per clip, in order.
 
     ``codec`` is an ``EncodecModel`` or a MusicGen model (see :func:`resolve_bandwidth`). Clips are
@@ -106,8 +108,9 @@ def encode_batch(codec, waveforms: Sequence[Clip], sample_rate: int, bandwidth: 
             x, frames = _padded([clips[i] for i in idx], hop, param.dtype)
             codes = codec.encode(x.to(param.device), bandwidth=bw).audio_codes  # (chunks, B, K, n)
             if codes.shape[0] != 1:
-                raise ValueError(f"codec produced {codes.shape[0]} chunks per clip; set chunk_length_s=None "
-                                 "(as MusicGen does)")
+                raise ValueError(
+                    f"codec produced {codes.shape[0]} chunks per clip; set chunk_length_s=None (as MusicGen does)"
+                )
             for j, i in enumerate(idx):
                 out[i] = codes[0, j, :, : frames[j]].cpu().numpy().astype(np.int64)
     finally:
@@ -227,10 +230,51 @@ def standardize_encoder_output(codec, frames: torch.Tensor) -> bool:
     return True
 
 
+def _reservoir(frames: torch.Tensor, keep: torch.Tensor | None, seen: int, cap: int, g: torch.Generator):
+    """Algorithm R over rows: ``keep`` holds a uniform sample of at most ``cap`` of the ``seen`` rows so
+    far; returns it with ``frames`` offered, in O(cap) memory whatever the stream's length."""
+    if keep is None or len(keep) < cap:
+        room = cap - (0 if keep is None else len(keep))
+        head, frames = frames[:room], frames[room:]
+        keep = head.clone() if keep is None else torch.cat([keep, head])
+        seen += len(head)
+    if len(frames):
+        t = torch.arange(seen + 1, seen + len(frames) + 1, dtype=torch.float64)
+        j = (torch.rand(len(frames), generator=g, dtype=torch.float64) * t).long()  # uniform in [0, seen_i]
+        hit = (j < cap).nonzero().flatten()
+        if len(hit):  # later offers overwrite earlier ones at the same slot, as in the sequential algorithm
+            slots = j[hit].numpy()
+            _, last = np.unique(slots[::-1], return_index=True)
+            pick = hit[len(hit) - 1 - torch.from_numpy(last)]
+            keep[j[pick]] = frames[pick]
+        seen += len(frames)
+    return keep, seen
+
+
+@torch.no_grad()
+def sample_encoder_frames(
+    codec, waveforms: Iterable[Clip], max_frames: int, seed: int = 0, batch_size: int = 8
+) -> torch.Tensor:
+    """:func:`encoder_frames` of a stream of clips, reservoir-sampled down to ``max_frames`` rows: the clips
+    are consumed ``batch_size`` at a time, so memory is bounded by ``max_frames`` and one batch."""
+    g = torch.Generator().manual_seed(int(seed))
+    keep, seen, batch = None, 0, []
+    for clip in waveforms:
+        batch.append(clip)
+        if len(batch) == batch_size:
+            keep, seen = _reservoir(encoder_frames(codec, batch, batch_size), keep, seen, max_frames, g)
+            batch = []
+    if batch:
+        keep, seen = _reservoir(encoder_frames(codec, batch, batch_size), keep, seen, max_frames, g)
+    if keep is None:
+        raise ValueError("need at least one waveform")
+    return keep
+
+
 @torch.no_grad()
 def init_codebooks_from_audio(
     codec,
-    waveforms: Sequence[np.ndarray | torch.Tensor],
+    waveforms: Iterable[np.ndarray | torch.Tensor],
     iters: int = 10,
     seed: int = 0,
     max_frames: int = 50_000,
@@ -238,18 +282,18 @@ def init_codebooks_from_audio(
 ) -> list[int]:
     """Initialise every RVQ codebook of ``codec`` (an ``EncodecModel``) by residual k-means.
 
-    ``waveforms`` are mono clips at ``codec.config.sampling_rate``. With ``standardize`` the encoder's
-    last layer is first rescaled so its frames are zero-mean/unit-variance on this audio (see
-    :func:`standardize_encoder_output`; meant for random-init codecs, leave it off for a trained one).
-    Up to ``max_frames`` encoder frames (a seeded random subset) are clustered. Modifies ``codec`` in
-    place and returns the number of codes in use per layer on the clustering frames.
+    ``waveforms`` are mono clips at ``codec.config.sampling_rate``, any iterable (a generator streaming
+    windows of long files is fine): their encoder frames are reservoir-sampled down to ``max_frames``
+    (seeded), so memory does not grow with the audio. With ``standardize`` the encoder's last layer is
+    then rescaled so its frames are zero-mean/unit-variance on that sample (see
+    :func:`standardize_encoder_output`; meant for random-init codecs, leave it off for a trained one); the
+    layer is affine, so the sampled frames are standardised the same way instead of being encoded again.
+    Modifies ``codec`` in place and returns the number of codes in use per layer on the clustering frames.
     """
-    frames = encoder_frames(codec, waveforms)
+    frames = sample_encoder_frames(codec, waveforms, max_frames, seed=seed)
     if standardize and standardize_encoder_output(codec, frames):
-        frames = encoder_frames(codec, waveforms)
+        frames = (frames - frames.mean(dim=0)) / frames.std(dim=0).clamp_min(1e-8)
     g = torch.Generator().manual_seed(int(seed))
-    if len(frames) > max_frames:
-        frames = frames[torch.randperm(len(frames), generator=g)[:max_frames]]
     n_layers = len(codec.quantizer.layers)
     k = codec.quantizer.layers[0].codebook.embed.shape[0]
     wanted = 2 * k * n_layers
@@ -257,7 +301,11 @@ def init_codebooks_from_audio(
         logger.warning(
             "init_codebooks_from_audio: %d encoder frames for %d layers of %d codes; later RVQ layers may "
             "see near-zero residuals and use few codes (>= %d frames, about %.0f s of audio, is better)",
-            len(frames), n_layers, k, wanted, wanted / codec.config.frame_rate,
+            len(frames),
+            n_layers,
+            k,
+            wanted,
+            wanted / codec.config.frame_rate,
         )
     residual = frames
     used = []

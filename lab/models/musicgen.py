@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,9 @@ class TinySpec(BaseModel):
     num_codebooks: int = 4
     codebook_size: int = 256
     kmeans_iters: int = 10
+    kmeans_window_seconds: float = Field(10.0, gt=0, description="audio windows the codebooks are fitted on")
+    kmeans_windows_per_recording: int = Field(12, ge=1, description="cap per recording (reservoir-sampled)")
+    kmeans_max_frames: int = Field(50_000, ge=1, description="encoder frames clustered, at most (reservoir)")
     # MusicGen decoder
     hidden_size: int = 128
     num_layers: int = 2
@@ -213,26 +217,34 @@ def default_generation_config(
 def build_tiny(
     spec: TinySpec | None,
     texts: Sequence[str],
-    waveforms: Sequence[np.ndarray | torch.Tensor],
+    waveforms: Iterable[np.ndarray | torch.Tensor],
     seed: int,
     sample_rate: int | None = None,
 ):
     """Build a tiny MusicGen from config: ``(model, tokenizer)``; deterministic for the same inputs/seed.
 
-    ``texts`` train the tokenizer; ``waveforms`` (mono, at ``sample_rate``, default the codec's rate)
-    initialise the codec codebooks. Weights are drawn under ``torch.manual_seed(seed)`` inside a forked
-    RNG, so the caller's global RNG state is untouched. The model is returned in eval mode.
+    ``texts`` train the tokenizer; ``waveforms`` (mono clips at ``sample_rate``, default the codec's rate;
+    any iterable, consumed once) initialise the codec codebooks from at most ``spec.kmeans_max_frames``
+    encoder frames. Callers with long recordings pass a bounded sample of windows
+    (``lab.data.codes.sample_item_windows``), so memory stays flat. Weights are drawn under
+    ``torch.manual_seed(seed)`` inside a forked RNG, so the caller's global RNG state is untouched. The
+    model is returned in eval mode.
     """
     from transformers import MusicgenForConditionalGeneration
 
     spec = spec or TinySpec()
-    tokenizer = train_text_tokenizer(list(texts), vocab_size=spec.text_vocab_size, model_max_length=spec.text_max_length)
+    tokenizer = train_text_tokenizer(
+        list(texts), vocab_size=spec.text_vocab_size, model_max_length=spec.text_max_length
+    )
     config = tiny_config(spec, text_vocab_size=len(tokenizer))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         model = MusicgenForConditionalGeneration(config)
-    clips = [resample(to_mono(w), sample_rate or spec.sampling_rate, spec.sampling_rate) for w in waveforms]
-    init_codebooks_from_audio(model.audio_encoder, clips, iters=spec.kmeans_iters, seed=int(seed))
+    rate = sample_rate or spec.sampling_rate
+    clips = (resample(to_mono(w), rate, spec.sampling_rate) for w in waveforms)
+    init_codebooks_from_audio(
+        model.audio_encoder, clips, iters=spec.kmeans_iters, seed=int(seed), max_frames=spec.kmeans_max_frames
+    )
     model.generation_config = default_generation_config(
         model, max_new_tokens=spec.max_new_tokens, guidance_scale=spec.guidance_scale, top_k=spec.top_k
     )
@@ -253,7 +265,12 @@ class MissingModelFiles(InvalidModelFolder, FileNotFoundError):
     """The folder lacks files a MusicGen checkpoint needs."""
 
 
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 _TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
 
 
@@ -344,7 +361,17 @@ def save_model(model, tokenizer, folder: str | Path, *, generation_config=None) 
         overlap=codec_cfg.overlap,
     )
     MusicgenProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(folder)
+    _umask_modes(folder)
     return folder
+
+
+def _umask_modes(folder: Path) -> None:
+    """safetensors writes weights 0600 whatever the umask: give every file the mode any new file gets."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~umask)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from ..cards.schema import BaseCardRef, BaseModelRef, Lineage
 from ..checkpoint.lineage import is_lab_checkpoint, read_parent
-from ..data.codes import load_item_audio
+from ..data.codes import sample_item_windows
 from ..models.digest import model_digest
 from ..models.musicgen import TinySpec, apply_lora, build_tiny, freeze_encoders, load_local_pretrained, save_model
 from ..snapshot import Snapshot
@@ -72,8 +72,11 @@ class TinyFromConfig(_Trainable):
         if dist.is_main and not (base_dir / "config.json").is_file():
             root = Path(snapshot.catalog["root"])
             rows = snapshot.items.select(["recording_id", "audio_path", "audio_sha256", "description"]).to_pylist()
-            waves = [load_item_audio(r, root, spec.sampling_rate) for r in rows]
-            model, tok = build_tiny(spec, [r["description"] for r in rows], waves, seed=seed,
+            # A bounded, seeded sample of each recording, streamed: setup memory does not grow with the audio.
+            clips = sample_item_windows(rows, root, spec.sampling_rate, window_seconds=spec.kmeans_window_seconds,
+                                        per_item=spec.kmeans_windows_per_recording, seed=seed, progress=None,
+                                        total_seconds=float(sum(snapshot.items.column("duration_s").to_pylist())))
+            model, tok = build_tiny(spec, [r["description"] for r in rows], clips, seed=seed,
                                     sample_rate=spec.sampling_rate)
             save_model(model, tok, base_dir)
         barrier()

@@ -113,3 +113,45 @@ def test_encode_shapes_batching_and_resampling(_tiny, clips):
         encode_batch(model, [np.zeros((2, 1000), np.float32)], SR)
     with pytest.raises(ValueError):
         encode_batch(model.audio_encoder, [clips[0]], SR, bandwidth=3.0)
+
+
+def test_reservoir_keeps_a_uniform_bounded_sample():
+    from lab.models.codec import _reservoir
+
+    def run(seed):
+        g, keep, seen = torch.Generator().manual_seed(seed), None, 0
+        rows = torch.arange(10_000, dtype=torch.float32)[:, None]
+        for i in range(0, len(rows), 37):  # a stream of uneven chunks
+            keep, seen = _reservoir(rows[i : i + 37], keep, seen, 200, g)
+        return keep[:, 0], seen
+
+    kept, seen = run(0)
+    assert seen == 10_000 and kept.shape == (200,) and len(torch.unique(kept)) == 200
+    assert 3_500 < float(kept.mean()) < 6_500  # not the head of the stream: drawn from all of it
+    assert (kept >= 9_000).sum() >= 5 and (kept < 1_000).sum() >= 5
+    assert torch.equal(run(0)[0], kept) and not torch.equal(run(1)[0], kept)  # seeded
+
+
+def test_sampled_frames_are_bounded_and_standardised_like_a_reencode(clips):
+    from lab.models.codec import sample_encoder_frames, standardize_encoder_output
+
+    codec = _random_codec()
+    stream = (c for c in clips * 5)  # a generator, consumed once
+    frames = sample_encoder_frames(codec, stream, max_frames=300, seed=0)
+    assert frames.shape == (300, codec.config.hidden_size)
+    assert standardize_encoder_output(codec, frames)
+    affine = (frames - frames.mean(dim=0)) / frames.std(dim=0).clamp_min(1e-8)
+    reencoded = encoder_frames(codec, clips)
+    # the last layer is affine: the standardised sample is what encoding again would give
+    full = encoder_frames(_random_codec(), clips)
+    mean, std = frames.mean(dim=0), frames.std(dim=0).clamp_min(1e-8)
+    assert torch.allclose((full - mean) / std, reencoded, atol=1e-3)
+    assert affine.mean().abs() < 1e-4 and (affine.std(dim=0) - 1).abs().max() < 1e-3
+
+
+def test_init_codebooks_from_a_generator_with_a_frame_cap(clips):
+    codec = _random_codec()
+    used = init_codebooks_from_audio(codec, (c for c in clips), iters=3, seed=0, max_frames=150)
+    assert len(used) == 4 and used[0] > 20  # fitted on the 150 frames kept, not all 400
+    codes = np.stack(encode_batch(codec, clips, 16_000))
+    assert len(np.unique(codes[:, 0])) > 20

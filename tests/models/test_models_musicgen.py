@@ -53,7 +53,7 @@ def test_tiny_config_is_consistent():
 
 def test_build_is_deterministic(_tiny, clips, texts):
     model, tok = _tiny
-    again, tok2 = build_tiny(TinySpec(), texts, clips, seed=0)
+    again, tok2 = build_tiny(TinySpec(), texts, iter(clips), seed=0)  # a stream of clips works like a list
     assert model_digest(again) == model_digest(model)
     assert tok2.backend_tokenizer.to_str() == tok.backend_tokenizer.to_str()
     other, _ = build_tiny(TinySpec(), texts, clips, seed=1)
@@ -111,7 +111,11 @@ def test_load_local_pretrained_clear_errors(saved_dir, tmp_path):
     with pytest.raises(MissingModelFiles, match="not a directory"):
         load_local_pretrained(tmp_path / "nope")
 
-    for missing, needle in [("model.safetensors", "weights"), ("tokenizer.json", "tokenizer"), ("config.json", "config.json")]:
+    for missing, needle in [
+        ("model.safetensors", "weights"),
+        ("tokenizer.json", "tokenizer"),
+        ("config.json", "config.json"),
+    ]:
         folder = tmp_path / f"no-{missing}"
         shutil.copytree(saved_dir, folder)
         (folder / missing).unlink()
@@ -189,9 +193,13 @@ def test_training_loss_matches_manual_cross_entropy(_tiny, clips, texts):
         logits = model(
             input_ids=enc.input_ids, attention_mask=enc.attention_mask, decoder_input_ids=d.decoder_input_ids
         ).logits.reshape(2, K, -1, PAD)
-    manual = sum(
-        F.cross_entropy(logits[:, k].reshape(-1, PAD), d.labels[..., k].reshape(-1), ignore_index=-100) for k in range(K)
-    ) / K
+    manual = (
+        sum(
+            F.cross_entropy(logits[:, k].reshape(-1, PAD), d.labels[..., k].reshape(-1), ignore_index=-100)
+            for k in range(K)
+        )
+        / K
+    )
     torch.testing.assert_close(loss, manual)
     assert abs(loss.item() - math.log(PAD)) < 0.5  # untrained ≈ uniform
 
