@@ -358,7 +358,7 @@ def _pairs(items: pa.Table, grants: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     bare = named["recording_id"] & ~(named["catalog"] | named["isrc"] | named["audio_sha256"])
     item_idx, grant_idx = [], []
     undriven = ~any_match & ~bare
-    for key in SUBJECT_KEYS:  # every named identifier must match: the first drives the join
+    for key in SUBJECT_KEYS:  # every named identifier must match: the first drives the join (one pair each)
         driven = named[key] & undriven
         undriven &= ~driven
         if driven.any():
@@ -366,6 +366,7 @@ def _pairs(items: pa.Table, grants: pa.Table) -> tuple[np.ndarray, np.ndarray]:
             item_idx.append(i)
             grant_idx.append(g)
     item_level = named["recording_id"] | named["isrc"] | named["audio_sha256"]
+    n_unique = len(item_idx)
     for key, rows in (("recording_id", any_match & named["recording_id"]), ("isrc", any_match & named["isrc"]),
                       ("audio_sha256", any_match & named["audio_sha256"]), ("catalog", any_match & ~item_level)):
         if rows.any():  # any named identifier: one join per identifier (a recording id within its catalogue)
@@ -375,12 +376,13 @@ def _pairs(items: pa.Table, grants: pa.Table) -> tuple[np.ndarray, np.ndarray]:
             grant_idx.append(g)
     if not item_idx:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if len(item_idx) > n_unique:  # one pair per (item, any-match grant) though several identifiers matched
+        width = max(grants.num_rows, 1)
+        key = np.unique(np.concatenate(item_idx[n_unique:]) * width + np.concatenate(grant_idx[n_unique:]))
+        item_idx, grant_idx = item_idx[:n_unique] + [key // width], grant_idx[:n_unique] + [key % width]
     i, g = np.concatenate(item_idx), np.concatenate(grant_idx)
-    if any_match.any():  # one pair per (item, grant) though several identifiers matched
-        key = np.unique(i * max(grants.num_rows, 1) + g)
-        i, g = key // max(grants.num_rows, 1), key % max(grants.num_rows, 1)
-        if "revoked_seq" in grants.column_names:
-            i, g = _after_revocations(i, g, code, _np(grants["revoked_seq"], np.int64), _np(grants["seq"], np.int64))
+    if any_match.any() and "revoked_seq" in grants.column_names:
+        i, g = _after_revocations(i, g, code, _np(grants["revoked_seq"], np.int64), _np(grants["seq"], np.int64))
     return i, g
 
 
@@ -475,7 +477,9 @@ def _clear(catalog: pa.Table, frame: pa.Table, policy: Policy, at: datetime, gra
     np.cumsum(counts, out=offsets[1:])
     gid_col = _array(grants["grant_id"]) if grants.num_rows else pa.array([], pa.string())
     pair_gids = gid_col.take(pa.array(k_grant, pa.int64()))
-    clearing = np.unique(k_grant[cleared[k_item]])
+    clears = np.zeros(grants.num_rows, dtype=bool)
+    clears[k_grant[cleared[k_item]]] = True
+    clearing = np.flatnonzero(clears)  # == np.unique, without hashing a pair per cleared item
     clearing_ids = gid_col.take(pa.array(clearing, pa.int64()))
     clearing_seqs = _np(grants["seq"], np.int64)[clearing] if len(clearing) else np.zeros(0, np.int64)
 

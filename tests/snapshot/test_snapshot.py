@@ -395,7 +395,7 @@ def test_tricky_text_and_numbers_match_the_reference_definition(world, tmp_path)
     item (ids sorted: "G-1" < "G-10" < "G-2"): what the column-wise writer hashed is what the
     per-row reference recomputes, and the reader accepts it."""
     home, ledger, out = world
-    items = [item(f"t{i}", title=t, description=t, artists=[t, "plain", t], audio_path=f"{t}/{i}.wav",
+    items = [item(f"t{i}", title=t, description=t, artists=[t, "plain", t + "!"], audio_path=f"{t}/{i}.wav",
                   isrc=None if i % 2 else "GBLAB2600001", duration_s=d)
              for i, (t, d) in enumerate(zip(TRICKY, [0.1, 1e-7, 123456789.125, 30.0, 1e16]))]
     items.append(item("t-rej", title=TRICKY[1], reject_reason="decode_error", status="rejected",
@@ -413,7 +413,7 @@ def test_tricky_text_and_numbers_match_the_reference_definition(world, tmp_path)
     reference_check(res.snapshot_path)
     snap = load_snapshot(res.snapshot_path)
     assert set(snap.items["recording_id"].to_pylist()) >= {f"t{i}" for i in range(len(TRICKY))}
-    assert snap.item("t1")["title"] == TRICKY[1] and snap.item("t3")["artists"] == [TRICKY[3], "plain", TRICKY[3]]
+    assert snap.item("t1")["title"] == TRICKY[1] and snap.item("t3")["artists"] == [TRICKY[3], "plain", TRICKY[3] + "!"]
     assert snap.item("r1")["grant_ids"] == ["G-1", "G-10", "G-2", "G-r1"]
     assert set(snap.grants["grant_id"].to_pylist()) == {"G-1", "G-10", "G-2", "G-r1", "G-r2"} | {
         f"G-t{i}" for i in range(len(TRICKY))}
