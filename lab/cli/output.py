@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from typing import Any, NoReturn
 
 import typer
@@ -41,5 +42,9 @@ def print_error(message: str, *, kind: str, as_json: bool = False, **details: An
 
 def fail(message: str, code: int = 1, as_json: bool = False, *, kind: str | None = None, **details: Any) -> NoReturn:
     """Stop a command: exit 1 for a refused operation, 2 for bad input (lab.cli.errors says which is which)."""
+    from .errors import verbose
+
+    if verbose() and sys.exc_info()[0] is not None:  # -v: the exception this message stands for
+        traceback.print_exc()
     print_error(message, kind=kind or ("bad_input" if code == 2 else "refused"), as_json=as_json, **details)
     raise typer.Exit(code)
