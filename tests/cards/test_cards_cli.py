@@ -43,6 +43,6 @@ def test_show_json_sorted_by_id(folder):
 def test_show_refuses_a_tampered_card(folder):
     (folder / "sources.parquet").write_bytes((folder / "sources.parquet").read_bytes()[:-10] + b"0" * 10)
     out = _run(str(folder), "--json")
-    assert out.exit_code == 1
+    assert out.exit_code == 2  # a malformed card is bad input
     doc = json.loads(out.output)
-    assert doc["ok"] is False and any("sources.parquet" in p for p in doc["problems"])
+    assert doc["ok"] is False and any("sources.parquet" in p for p in doc["error"]["problems"])

@@ -52,7 +52,7 @@ def test_reingest_replaces_the_card_with_the_new_catalogue(app, source, lab_home
 
 def test_card_of_an_unknown_catalogue_fails(app, lab_home):
     res = run(app, "catalog", "card", "nothing-here")
-    assert res.exit_code == 1
+    assert res.exit_code == 2  # an unknown name is bad input
     assert "no dataset card" in res.output
 
 

@@ -56,9 +56,10 @@ def test_ingest_show_list_round_trip(app, source, lab_home):
 def test_malformed_metadata_exits_nonzero_and_writes_nothing(app, source, lab_home):
     write_jsonl(source / "metadata.jsonl", [row("r1", "a.wav"), row("r2", "b.wav", artists=[])])
     res = run(app, "catalog", "ingest", str(source), "--catalog", "demo", "--json")
-    assert res.exit_code != 0
+    assert res.exit_code == 2  # bad input
     out = json.loads(res.stdout)
-    assert out["ok"] is False and out["errors"][0]["line"] == 2 and out["errors"][0]["field"] == "artists"
+    errs = out["error"]["errors"]
+    assert out["ok"] is False and errs[0]["line"] == 2 and errs[0]["field"] == "artists"
     assert not (lab_home / "catalogs" / "demo").exists()
     res = run(app, "catalog", "ingest", str(source), "--catalog", "demo")
     assert res.exit_code != 0 and "artists" in res.output
@@ -70,7 +71,7 @@ def test_show_missing_and_tampered(app, source, lab_home):
     with open(lab_home / "catalogs" / "demo" / "catalog.parquet", "ab") as f:
         f.write(b"x")
     res = run(app, "catalog", "show", "demo", "--json")
-    assert res.exit_code != 0 and "modified after ingest" in json.loads(res.stdout)["error"]
+    assert res.exit_code == 1 and "modified after ingest" in json.loads(res.stdout)["error"]["message"]
 
 
 def test_catalogue_text_is_not_markup(app, source, lab_home):

@@ -74,7 +74,7 @@ def test_import_bad_file_writes_nothing(app, url, tmp_path):
     assert r.exit_code == 1
     assert "line 3: grant.parties: party shares per right must sum to 100 (got master=90)" in r.text
     r, out = run_json(app, "import", str(path), "--ledger", url)
-    assert r.exit_code == 1 and out["ok"] is False and "line 3: grant.parties" in out["error"]
+    assert r.exit_code == 1 and out["ok"] is False and "line 3: grant.parties" in out["error"]["message"]
     r, out = run_json(app, "verify", "--ledger", url)
     assert out["n_events"] == 0
 
@@ -113,11 +113,11 @@ def test_grant_flag_errors(app, url):
     r = run(app, "grant", "--grant-id", "G-1", "--recording-id", "r", "--party", "A:master_owner:master:100",
             "--purpose", "world_domination", "--territory", "WW", "--licence", "MIT", "--issuer", "me",
             "--ledger", url)
-    assert r.exit_code == 1 and "grant.purposes.0" in r.text
+    assert r.exit_code == 2 and "grant.purposes.0" in r.text
     r = run(app, "grant", "--grant-id", "G-1", "--recording-id", "r", "--ledger", url)
-    assert r.exit_code == 1 and "missing --issuer, --licence" in r.text
+    assert r.exit_code == 2 and "missing --issuer, --licence" in r.text
     r = run(app, "grant", "--grant-id", "G-1", "--party", "no-colons", "--ledger", url)
-    assert r.exit_code == 1 and "NAME:ROLE:RIGHT:SHARE" in r.text
+    assert r.exit_code == 2 and "NAME:ROLE:RIGHT:SHARE" in r.text
 
 
 def test_grant_from_json(app, url, tmp_path):
@@ -126,10 +126,10 @@ def test_grant_from_json(app, url, tmp_path):
     r, out = run_json(app, "grant", "--from-json", str(f), "--ledger", url)
     assert r.exit_code == 0 and out["grant_id"] == "G-7"
     r = run(app, "grant", "--from-json", str(f), "--licence", "MIT", "--ledger", url)
-    assert r.exit_code == 1 and "drop --licence" in r.text
+    assert r.exit_code == 2 and "drop --licence" in r.text
     f.write_text(json.dumps(grant("G-8", licence="Bogus-1.0")))
     r = run(app, "grant", "--from-json", str(f), "--ledger", url)
-    assert r.exit_code == 1 and "grant.licence" in r.text
+    assert r.exit_code == 2 and "grant.licence" in r.text
 
 
 def test_verify_names_the_tampered_event(app, url, tmp_path):
@@ -146,7 +146,7 @@ def test_verify_names_the_tampered_event(app, url, tmp_path):
     assert r.exit_code == 1
     assert f"ledger chain broken at seq 2 (event {eid2})" in r.text and "hash does not match" in r.text
     r, out = run_json(app, "verify", "--quick", "--ledger", url)
-    assert r.exit_code == 1 and out["ok"] is False and out["problems"][0]["event_id"] == eid2
+    assert r.exit_code == 1 and out["ok"] is False and out["error"]["problems"][0]["event_id"] == eid2
 
     raw_sql(url, "DELETE FROM ledger_events WHERE seq = 3")
     r = run(app, "verify", "--anchor", head, "--ledger", url)
@@ -160,4 +160,4 @@ def test_default_ledger_comes_from_settings(app, tmp_path, monkeypatch):
     assert r.exit_code == 0 and out["n_events"] == 0
     assert (tmp_path / "home" / "ledger.sqlite").exists()
     r = run(app, "verify", "--ledger", "nosuchdialect://x")
-    assert r.exit_code == 1 and "cannot open ledger" in r.text
+    assert r.exit_code == 2 and "cannot open ledger" in r.text
