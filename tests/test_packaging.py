@@ -55,7 +55,7 @@ def lab_main(*argv: str) -> int:
 def test_shipped_configs_compose_from_the_package():
     cfg = compose("train", ["experiment=demo"])
     assert cfg.trainer.max_steps == 400 and cfg.trainer.lr == SHIPPED_LR
-    assert cfg.model.kind == "tiny_from_config" and cfg.logger
+    assert cfg.model._target_ == "lab.recipes.base_model.TinyFromConfig" and cfg.logger
     assert str(config_dir()).endswith("lab/resources/configs") and CONFIG_SOURCE == "pkg://lab.resources.configs"
 
 
