@@ -49,6 +49,7 @@ KINDS: dict[str, tuple[str, int]] = {
     "lab.catalog.importers.CatalogError": ("bad_catalog", BAD_INPUT),
     "lab.catalog.store.CatalogNotFoundError": ("not_found", BAD_INPUT),
     "lab.rights.licences.LicenceError": ("bad_licence", BAD_INPUT),
+    "lab.rights.ledger.LedgerInputError": ("bad_events", BAD_INPUT),
     "lab.models.musicgen.InvalidModelFolder": ("bad_model", BAD_INPUT),
     "pydantic_core._pydantic_core.ValidationError": ("invalid", BAD_INPUT),
     "hydra.errors.ConfigCompositionException": ("bad_config", BAD_INPUT),

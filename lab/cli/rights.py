@@ -44,7 +44,7 @@ def _fail(message: str, as_json: bool, code: int = 1, **extra: Any) -> NoReturn:
 @contextmanager
 def _ledger(url: str | None, as_json: bool) -> Iterator[Any]:
     from ..rights.heads import open_ledger
-    from ..rights.ledger import LedgerError
+    from ..rights.ledger import LedgerError, LedgerInputError
 
     try:
         ledger = open_ledger(url)  # signs its head after every write (lab.rights.heads)
@@ -53,6 +53,8 @@ def _ledger(url: str | None, as_json: bool) -> Iterator[Any]:
         _fail(f"cannot open ledger {url or '(default)'}: {exc}", as_json, 2 if bad_url else 1)
     try:
         yield ledger
+    except LedgerInputError as exc:
+        _fail(str(exc), as_json, 2, kind="bad_events")
     except LedgerError as exc:
         _fail(str(exc), as_json)
     except SQLAlchemyError as exc:

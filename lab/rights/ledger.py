@@ -188,6 +188,10 @@ class LedgerError(Exception):
         self.index = index  # position in the batch that caused it, when there is one
 
 
+class LedgerInputError(LedgerError):
+    """The events given do not parse or validate (bad input, as opposed to a refused append)."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
     seq: int
@@ -837,7 +841,7 @@ class Ledger:
                 models.append(_coerce(e))
             except ValidationError as exc:
                 label = _label(labels, i, multi)
-                raise LedgerError("\n".join(format_validation_error(exc, label)), index=i) from None
+                raise LedgerInputError("\n".join(format_validation_error(exc, label)), index=i) from None
         if not models:
             return []
         explicit = to_ts(recorded_at) if recorded_at is not None else None
@@ -952,7 +956,7 @@ class Ledger:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise LedgerError(f"cannot read {path}: {exc.strerror or exc}") from None
+            raise LedgerInputError(f"cannot read {path}: {exc.strerror or exc}") from None
         models: list[Event] = []
         labels: list[str] = []
         errors: list[str] = []
@@ -974,7 +978,7 @@ class Ledger:
                 errors += format_validation_error(exc, f"line {n}")
         if errors:
             shown = errors[:50] + ([f"... and {len(errors) - 50} more"] if len(errors) > 50 else [])
-            raise LedgerError(f"{path}: nothing imported, {len(errors)} problem(s):\n" + "\n".join(shown))
+            raise LedgerInputError(f"{path}: nothing imported, {len(errors)} problem(s):\n" + "\n".join(shown))
         if not models:
             return []
         return self.append_many(models, recorded_at=recorded_at, labels=labels)

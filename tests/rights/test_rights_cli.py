@@ -71,10 +71,11 @@ def test_import_bad_file_writes_nothing(app, url, tmp_path):
     bad = grant("G-2", parties=[{"name": "A", "role": "master_owner", "right": "master", "share": 90}])
     path = write_jsonl(tmp_path / "e.jsonl", [grant("G-1"), "", bad])
     r = run(app, "import", str(path), "--ledger", url)
-    assert r.exit_code == 1
+    assert r.exit_code == 2  # bad input, not a refused append
     assert "line 3: grant.parties: party shares per right must sum to 100 (got master=90)" in r.text
     r, out = run_json(app, "import", str(path), "--ledger", url)
-    assert r.exit_code == 1 and out["ok"] is False and "line 3: grant.parties" in out["error"]["message"]
+    assert r.exit_code == 2 and out["ok"] is False and "line 3: grant.parties" in out["error"]["message"]
+    assert out["error"]["kind"] == "bad_events"
     r, out = run_json(app, "verify", "--ledger", url)
     assert out["n_events"] == 0
 
