@@ -318,9 +318,7 @@ def _why(known: pa.Table, rows: np.ndarray, code: np.ndarray, revoke_row: np.nda
         else:
             text = _text_unique(col("territories", at), lambda s: (
                 f"territory {terr} asked; granted: {_listed((s or '').split()) or 'none'}"))
-        name = pa.array([reason] * len(idx), pa.string())
-        pool.append(pc.binary_join_element_wise(name, text, " (").cast(pa.string()))
-        pool[-1] = pc.binary_join_element_wise(pool[-1], ")", "")
+        pool.append(pc.binary_join_element_wise(f"{reason} (", text, ")", "").cast(pa.string()))
         pick[idx] = base + np.arange(len(idx))
         base += len(idx)
     return pa.concat_arrays(pool).take(pa.array(np.maximum(pick, 0), pa.int64()))
