@@ -446,14 +446,15 @@ def test_packed_merkle_root_is_the_reference_tree():
 
     from lab.util.merkle import merkle_root_packed
 
-    def reference(leaves):
-        level = sorted(leaves)
+    def reference(leaves):  # docs/snapshot-format.md: pages of 1,024 sorted leaves (0x02), then a binary tree (0x01)
+        ordered = sorted(leaves)
+        level = [hashlib.sha256(b"\x02" + b"".join(ordered[i:i + 1024])).digest() for i in range(0, len(ordered), 1024)]
         while len(level) > 1:
             nxt = [hashlib.sha256(b"\x01" + a + b).digest() for a, b in zip(level[0::2], level[1::2])]
             level = nxt + ([level[-1]] if len(level) % 2 else [])
         return level[0].hex() if level else hashlib.sha256(b"").hexdigest()
 
-    for n in (0, 1, 2, 3, 5, 8, 13, 1000, 1025):
+    for n in (0, 1, 2, 3, 5, 8, 13, 1000, 1025, 3000):
         leaves = [os.urandom(32) for _ in range(n)]
         if n > 4:  # ties on the first 8 bytes take the full-key sort
             leaves[1] = leaves[0][:8] + os.urandom(24)
