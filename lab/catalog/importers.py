@@ -5,13 +5,17 @@ reported together in one `CatalogError`; a file with any error yields no rows, s
 nothing downstream is written from it.
 
 JSONL: one JSON object per line; blank lines are skipped; duplicate keys, NaN/Infinity
-and unknown fields are errors. CSV: a header row naming the columns (any order);
-`artists` and `rights_holders` are `;`-separated; an empty `isrc` / `licence` is null.
+and unknown top-level fields are errors (a typo must not pass as data); facts lab does not
+interpret go in the row's `extra` object. CSV: a header row naming the columns (any order);
+`artists` and `rights_holders` are `;`-separated; an empty `isrc` / `licence` is null; every
+column lab does not know goes into `extra` as text (an empty cell: the key is left out), since
+a spreadsheet export has no other place for them.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 from collections.abc import Iterator
@@ -29,6 +33,7 @@ METADATA_NAMES = ("metadata.jsonl", "metadata.csv")
 LIST_FIELDS = ("artists", "rights_holders")
 OPTIONAL_NULLABLE = ("isrc", "licence")
 COLUMNS = tuple(RecordingMeta.model_fields)
+CSV_COLUMNS = tuple(c for c in COLUMNS if c != "extra")  # in a CSV, every other column is an extra
 REQUIRED_COLUMNS = tuple(n for n, f in RecordingMeta.model_fields.items() if f.is_required())
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
 _CSV_SUFFIXES = (".csv",)
@@ -224,15 +229,21 @@ def _csv_rows(data: bytes, name: str, issues: list[MetadataIssue]) -> Iterator[t
     header = [h.strip() for h in header]
     header_ok = True
     for col in header:
-        if col not in COLUMNS:
-            issues.append(MetadataIssue(name, 1, col or "(empty)", "unknown column"))
+        if not col:
+            issues.append(MetadataIssue(name, 1, "(empty)", "column has no name"))
+            header_ok = False
+        elif col == "extra":
+            issues.append(MetadataIssue(name, 1, col, "in a CSV, give each extra fact a column of its own "
+                                                      "(every column lab does not know goes into extra)"))
             header_ok = False
         elif header.count(col) > 1:
             issues.append(MetadataIssue(name, 1, col, "column appears more than once"))
             header_ok = False
     for col in REQUIRED_COLUMNS:
         if col not in header:
-            issues.append(MetadataIssue(name, 1, col, "required column missing from header"))
+            near = difflib.get_close_matches(col, [h for h in header if h not in CSV_COLUMNS], n=1)
+            hint = f" (is '{near[0]}' meant to be '{col}'?)" if near else ""
+            issues.append(MetadataIssue(name, 1, col, f"required column missing from header{hint}"))
             header_ok = False
     if not header_ok:
         return iter(())
@@ -256,13 +267,19 @@ def _csv_rows(data: bytes, name: str, issues: list[MetadataIssue]) -> Iterator[t
                                         f"{len(values)} fields but the header has {len(header)}"))
             continue
         obj: dict[str, Any] = {}
+        extra: dict[str, str] = {}
         for col, val in zip(header, values):
-            if col in LIST_FIELDS:
+            if col not in CSV_COLUMNS:
+                if val.strip():
+                    extra[col] = val.strip()
+            elif col in LIST_FIELDS:
                 obj[col] = _split_list(val)
             elif col in OPTIONAL_NULLABLE and not val.strip():
                 obj[col] = None
             else:
                 obj[col] = val
+        if extra:
+            obj["extra"] = extra
         rows.append((start, obj))
     return iter(rows)
 
@@ -284,6 +301,6 @@ def _validation_issues(exc: ValidationError, name: str, line: int) -> list[Metad
     for err in exc.errors(include_url=False):
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = f"unknown field (known: {', '.join(COLUMNS)})"
+            msg = f"unknown field (known: {', '.join(COLUMNS)}; put other facts in 'extra')"
         out.append(MetadataIssue(name, line, _loc_name(tuple(err.get("loc", ()))), msg))
     return out

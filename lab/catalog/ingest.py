@@ -21,10 +21,11 @@ import os
 import stat
 import struct
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -72,7 +73,8 @@ def _resolve_inside(root: str, rel: str) -> str:
         raise AudioRejected("path_outside_catalogue", "audio_path contains a NUL byte")
     p = PurePosixPath(rel)
     if p.is_absolute():
-        raise AudioRejected("path_outside_catalogue", f"absolute path {rel!r}; audio paths are relative to the catalogue root")
+        raise AudioRejected("path_outside_catalogue",
+                            f"absolute path {rel!r}; audio paths are relative to the catalogue root")
     if ".." in p.parts:
         raise AudioRejected("path_outside_catalogue", f"{rel!r} has a '..' component")
     real = os.path.realpath(os.path.join(root, *p.parts))
@@ -191,7 +193,8 @@ def _check_riff(fd: int, size: int) -> None:
         if cid == b"data":
             have = size - off - 8
             if clen > have:
-                raise AudioRejected("decode_error", f"truncated: WAV data chunk declares {clen} bytes, file holds {have}")
+                raise AudioRejected("decode_error",
+                                    f"truncated: WAV data chunk declares {clen} bytes, file holds {have}")
             return
         off += 8 + clen + (clen & 1)
     raise AudioRejected("decode_error", "WAV file has no complete data chunk")
@@ -227,7 +230,8 @@ def _decode(fd: int, st: os.stat_result) -> tuple[str, int, int, int]:
             fmt, sr, ch, declared = f.format, f.samplerate, f.channels, f.frames
             log = f.extra_info  # libsndfile's notes from parsing the header (before decoding adds noise)
             if fmt not in ACCEPTED_FORMATS:
-                raise AudioRejected("decode_error", f"unsupported container {fmt} (accepted: {', '.join(sorted(ACCEPTED_FORMATS))})")
+                accepted = ", ".join(sorted(ACCEPTED_FORMATS))
+                raise AudioRejected("decode_error", f"unsupported container {fmt} (accepted: {accepted})")
             if sr <= 0 or ch <= 0:
                 raise AudioRejected("decode_error", f"invalid header: sample rate {sr}, channels {ch}")
             buf = np.empty((DECODE_BLOCK, ch), dtype=np.float32)
@@ -263,7 +267,8 @@ def probe_audio(root: str | Path, rel: str) -> AudioFacts:
     try:
         sha, nbytes = sha256_fd(fd)
         if nbytes != st.st_size:
-            raise AudioRejected("decode_error", f"file changed while reading ({nbytes} bytes read, {st.st_size} expected)")
+            raise AudioRejected("decode_error",
+                                f"file changed while reading ({nbytes} bytes read, {st.st_size} expected)")
         fmt, sr, ch, frames = _decode(fd, st)
         if os.fstat(fd).st_mtime_ns != st.st_mtime_ns:
             raise AudioRejected("decode_error", "file changed while reading")

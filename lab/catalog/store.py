@@ -25,7 +25,7 @@ from lab.util.canonical import sha256_file, sha256_hex
 from lab.util.locks import file_lock
 
 from .importers import CatalogError
-from .items import CatalogItem
+from .items import CatalogItem, extra_json
 
 FORMAT = "lab.catalog/1"
 PARQUET_NAME = "catalog.parquet"
@@ -37,6 +37,7 @@ _LIST = pa.list_(pa.string())
 SCHEMA = pa.schema([
     ("recording_id", _STR), ("isrc", _STR), ("title", _STR), ("artists", _LIST),
     ("description", _STR), ("rights_holders", _LIST), ("licence", _STR), ("audio_path", _STR),
+    ("extra", _STR),  # canonical JSON text of the row's `extra` object ("{}" when none)
     ("catalog", _STR), ("status", _STR), ("reject_reason", _STR), ("reject_detail", _STR),
     ("audio_sha256", _STR), ("duration_s", pa.float64()), ("sample_rate", pa.int64()),
     ("channels", pa.int64()), ("frames", pa.int64()), ("format", _STR), ("size_bytes", pa.int64()),
@@ -107,7 +108,16 @@ def parquet_path(name: str, home: str | Path | None = None) -> Path:
 
 def items_to_table(items: list[CatalogItem]) -> pa.Table:
     cols = {f: [getattr(it, f) for it in items] for f in SCHEMA.names}
+    cols["extra"] = [extra_json(e) for e in cols["extra"]]
     return pa.table(cols, schema=SCHEMA)
+
+
+def _with_extra(table: pa.Table) -> pa.Table:
+    """A catalogue stored before `extra` existed: the same rows, each with no extra facts."""
+    if "extra" in table.schema.names or table.schema.names != [f for f in SCHEMA.names if f != "extra"]:
+        return table
+    at = SCHEMA.get_field_index("extra")
+    return table.add_column(at, SCHEMA.field("extra"), pa.array(["{}"] * table.num_rows, _STR))
 
 
 def save_catalog(cat: Catalog, home: str | Path | None = None) -> Path:
@@ -202,6 +212,7 @@ def _load_verified(name: str, home: str | Path | None) -> tuple[dict[str, Any], 
         table = pq.read_table(pa.BufferReader(data))
     except (pa.ArrowException, OSError) as exc:
         raise CatalogIntegrityError(f"catalogue {name!r}: cannot read {ppath}: {exc}") from None
+    table = _with_extra(table)
     if not table.schema.equals(SCHEMA, check_metadata=False):
         raise CatalogIntegrityError(f"catalogue {name!r}: {ppath} has an unexpected schema")
     if table.num_rows != (manifest.get("parquet") or {}).get("rows"):

@@ -38,13 +38,15 @@ CHUNK = 1 << 16  # rows per column-wise step: bounds the JSON text alive at once
 
 _S, _L = pa.string(), pa.list_(pa.string())
 ITEM_FIELDS = ("recording_id", "isrc", "title", "artists", "description", "audio_path", "audio_sha256",
-               "duration_s", "sample_rate", "channels")  # copied from the catalogue row
+               "duration_s", "sample_rate", "channels", "extra")  # copied from the catalogue row
 ITEMS_SCHEMA = pa.schema([
     pa.field("recording_id", _S, False), ("isrc", _S), pa.field("title", _S, False), ("artists", _L),
     pa.field("description", _S, False), pa.field("audio_path", _S, False), pa.field("audio_sha256", _S, False),
     pa.field("duration_s", pa.float64(), False), pa.field("sample_rate", pa.int64(), False),
-    pa.field("channels", pa.int64(), False), pa.field("grant_ids", _L, False), pa.field("digest", _S, False),
+    pa.field("channels", pa.int64(), False), pa.field("extra", _S, False), ("metadata_licence", _S),
+    pa.field("grant_ids", _L, False), pa.field("notes", _L, False), pa.field("digest", _S, False),
 ])
+NOTES = ("licence_mismatch",)  # what an item's `notes` may say (lab.catalog.licence)
 EXCLUDED_SCHEMA = pa.schema([
     pa.field("recording_id", _S, False), ("audio_sha256", _S), pa.field("reason", _S, False),
     pa.field("detail", _S, False), pa.field("grant_ids", _L, False), pa.field("digest", _S, False),
@@ -83,6 +85,7 @@ class Counts(_Model):
     items: int = Field(ge=0)
     cleared: int = Field(ge=0)
     excluded: dict[str, int]
+    notes: dict[str, int] = Field(default_factory=dict)  # cleared items per note
 
 
 class Header(_Model):
@@ -180,12 +183,31 @@ def item_leaves(items: pa.Table, refs: pa.Array) -> bytes:
             "artists": jc.json_str_list(t["artists"]), "audio_path": jc.json_str(t["audio_path"]),
             "audio_sha256": jc.json_str(t["audio_sha256"]), "channels": jc.json_int(t["channels"]),
             "cleared": "true", "description": jc.json_str(t["description"]),
-            "duration_s": jc.json_each_distinct(t["duration_s"]), "grant_ids": jc.json_list(jc.json_str(gids), off),
-            "grants": jc.json_list(jc.json_str(mine), off), "isrc": jc.json_str(t["isrc"]),
-            "recording_id": jc.json_str(t["recording_id"]), "sample_rate": jc.json_int(t["sample_rate"]),
-            "title": jc.json_str(t["title"])})
+            "duration_s": jc.json_each_distinct(t["duration_s"]), "extra": json_text_str(t["extra"]),
+            "grant_ids": jc.json_list(jc.json_str(gids), off), "grants": jc.json_list(jc.json_str(mine), off),
+            "isrc": jc.json_str(t["isrc"]), "metadata_licence": jc.json_str(t["metadata_licence"]),
+            "notes": jc.json_str_list(t["notes"]), "recording_id": jc.json_str(t["recording_id"]),
+            "sample_rate": jc.json_int(t["sample_rate"]), "title": jc.json_str(t["title"])})
 
     return _leaves(items, text)
+
+
+def json_text_str(arr: pa.Array | pa.ChunkedArray) -> jc.Text:
+    """`json_str` of a column of JSON texts (`extra`): every value holds quotes, so escape `\\` and `"`
+    with two kernels instead of orjson per row. JSON text holds no raw control character; a value
+    that does (an edited file) goes through `json_str`, so the leaf stays exact either way."""
+    arr = jc.plain(arr)
+    if not len(arr) or pc.any(pc.match_substring_regex(arr, r"[\x00-\x1f]")).as_py():
+        return jc.json_str(arr)
+    escaped = pc.replace_substring(pc.replace_substring(arr, "\\", "\\\\"), '"', '\\"')
+    out = pc.binary_join_element_wise('"', escaped, '"', "")
+    return out.fill_null("null") if out.null_count else out
+
+
+def note_counts(items: pa.Table) -> dict[str, int]:
+    """Cleared items per note (the header's `counts.notes`), by note."""
+    flat = pc.list_flatten(items["notes"])
+    return dict(sorted((d["values"].as_py(), d["counts"].as_py()) for d in pc.value_counts(flat)))
 
 
 def excluded_leaves(excluded: pa.Table) -> bytes:

@@ -158,7 +158,7 @@ def load_snapshot(path: str | Path, *, deep: bool = False) -> Snapshot:
         raise SnapshotError(f"{folder / fmt.GRANTS}: rows are not sorted by unique grant_id")
     counts = header.counts
     if (counts.cleared != items.num_rows or sum(counts.excluded.values()) != excluded.num_rows
-            or counts.items != counts.cleared + excluded.num_rows):
+            or counts.items != counts.cleared + excluded.num_rows or counts.notes != fmt.note_counts(items)):
         raise SnapshotError(f"{folder / fmt.HEADER}: counts do not match the files (edited snapshot?)")
 
     it_leaves = _item_leaves(folder, items, grants)

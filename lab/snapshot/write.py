@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from ..catalog.licence import LICENCE_MISMATCH, licence_mismatch
 from ..rights.clearance import Clearance, no_gc
 from ..rights.policy import Policy
 from ..util.atomic import publish_dir
@@ -273,9 +274,14 @@ def _items_table(catalog: pa.Table, clearance: Clearance, rows: np.ndarray, gran
     if (np.diff(offs) > 1).any():  # sort each item's grants by id
         rank = rank[np.lexsort((rank, np.repeat(np.arange(len(rows)), np.diff(offs))))]
     at = pa.array(rank, pa.int64())
-    cols = [pick(catalog[f]) for f in fmt.ITEM_FIELDS]
-    t = pa.Table.from_arrays(cols + [_list(offs, grants["grant_id"].take(at)), pa.nulls(len(rows), pa.string())],
-                             schema=fmt.ITEMS_SCHEMA)
+    stated = pick(catalog["licence"])  # the catalogue's own licence text, beside the grants'
+    owner = np.repeat(np.arange(len(rows), dtype=np.int64), np.diff(offs))
+    mismatch = licence_mismatch(stated, grants["licence"].take(at), owner)
+    notes = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(mismatch, out=notes[1:])
+    cols = [pick(catalog[f]) for f in fmt.ITEM_FIELDS] + [stated, _list(offs, grants["grant_id"].take(at)),
+                                                          _list(notes, pa.repeat(LICENCE_MISMATCH, int(notes[-1])))]
+    t = pa.Table.from_arrays(cols + [pa.nulls(len(rows), pa.string())], schema=fmt.ITEMS_SCHEMA)
     leaves = fmt.item_leaves(t, refs.take(at))
     return t.set_column(t.num_columns - 1, fmt.ITEMS_SCHEMA.field("digest"), hex_column(leaves)), leaves
 
@@ -292,6 +298,12 @@ def _write_table(table: pa.Table, path: Path) -> dict[str, Any]:
     pq.write_table(table, path, compression="zstd", compression_level=1, use_dictionary=_DICTIONARY[path.name],
                    write_statistics=False)
     return {"sha256": sha256_file(path), "rows": table.num_rows}
+
+
+def _notes(items: pa.Table) -> dict[str, Any]:
+    """The header's `counts.notes`, left out when no item has a note."""
+    counts = fmt.note_counts(items)
+    return {"notes": counts} if counts else {}
 
 
 def _iso(t) -> str:
@@ -396,7 +408,8 @@ def _write(staging: Path, catalog: pa.Table, clearance: Clearance, catalog_info:
     policy = clearance.policy.identity() | {"digest": clearance.policy.digest()}
     header = _finish(staging, root=root, files=written, catalog_info=catalog_info, policy=policy,
                      ledger_head=ledger_head, cleared_at=clearance.at,
-                     counts={"items": len(order), "cleared": len(pos), "excluded": clearance.counts()})
+                     counts={"items": len(order), "cleared": len(pos), "excluded": clearance.counts(),
+                             **_notes(items)})
     step("snapshot: files + header")
     return header
 
@@ -421,7 +434,8 @@ def write_rows(
 
     def table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
         rows = sorted(rows, key=lambda r: r["recording_id"])
-        return pa.Table.from_pylist([{**r, "digest": ""} for r in rows], schema=schema)
+        defaults = {"extra": "{}", "notes": []} if schema is fmt.ITEMS_SCHEMA else {}
+        return pa.Table.from_pylist([{**defaults, **r, "digest": ""} for r in rows], schema=schema)
 
     items_t, ex_t = table(items, fmt.ITEMS_SCHEMA), table(list(excluded), fmt.EXCLUDED_SCHEMA)
     at = pc.index_in(plain(items_t["grant_ids"]).flatten(), value_set=grant_t["grant_id"])
@@ -439,6 +453,6 @@ def write_rows(
         return _finish(staging, root=fmt.root_of(it_leaves, ex_leaves), files=files, catalog_info=catalog_info,
                        policy=policy.identity() | {"digest": policy.digest()}, ledger_head=ledger_head,
                        cleared_at=cleared_at, counts={"items": len(items) + len(excluded), "cleared": len(items),
-                                                      "excluded": reasons})
+                                                      "excluded": reasons, **_notes(items_t)})
 
     return _commit(snapshots_dir, build, lambda _: None)

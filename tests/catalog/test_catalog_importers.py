@@ -58,7 +58,9 @@ def test_csv_header_problems(tmp_path):
     p.write_text("recording_id,title,artist,description,audio_path\nr1,T,Ada,d,a.wav\n", encoding="utf-8")
     with pytest.raises(CatalogError) as ei:
         load_metadata(p)
-    assert {(i.line, i.field) for i in ei.value.issues} == {(1, "artist"), (1, "artists")}
+    # "artist" is not refused (an unknown column is an extra), but the missing "artists" is, with a hint
+    assert [(i.line, i.field) for i in ei.value.issues] == [(1, "artists")]
+    assert "is 'artist' meant to be 'artists'?" in ei.value.issues[0].message
 
 
 def test_csv_multiline_field_keeps_line_numbers(tmp_path):
