@@ -139,9 +139,8 @@ def source_rows(snapshot: Any, seconds_seen: Mapping[str, float], checkpoint_id:
         unknown = ids.filter(pa.array(at < 0)).slice(0, 5).to_pylist()
         raise RuntimeError(f"exposure names recordings outside the snapshot: {unknown}")
     order = np.argsort(at, kind="stable")
-    rows = items.select(["recording_id", "isrc", "title", "artists", "audio_sha256", "grant_ids"]).take(
-        pa.array(at[order])
-    )
+    cols = ["recording_id", "isrc", "title", "artists", "audio_sha256", "grant_ids", "metadata_licence", "extra"]
+    rows = items.select(cols).take(pa.array(at[order]))
     n = rows.num_rows
     catalog = snapshot.catalog["name"] if isinstance(snapshot.catalog, Mapping) else str(snapshot.catalog)
     columns = {
@@ -153,6 +152,8 @@ def source_rows(snapshot: Any, seconds_seen: Mapping[str, float], checkpoint_id:
         "artists": rows["artists"],
         "audio_sha256": rows["audio_sha256"],
         "grant_ids": rows["grant_ids"],
+        "metadata_licence": rows["metadata_licence"],
+        "extra": rows["extra"],
         **_terms(rows, snapshot.grants),
         "seconds_seen": pa.array(secs[order], pa.float64()),
     }

@@ -106,6 +106,11 @@ class SourceRow(_Card):
         description="SPDX expression, LicenseRef-lab-* for a contract; "
         "several grants → their distinct licences joined by ' AND '",
     )
+    metadata_licence: str | None = Field(
+        default=None,
+        description="the licence the catalogue's metadata states, as written (null: none); "
+        "the grants' licence is what applies, a disagreement is a licence_mismatch note of the snapshot",
+    )
     grant_ids: list[Identifier] = Field(min_length=1)
     purposes: list[Purpose] = Field(min_length=1, description="what every grant for this recording allows")
     territories: list[Territory] = Field(min_length=1, description="intersection over grants; ['WW'] = anywhere")
@@ -113,6 +118,11 @@ class SourceRow(_Card):
     on_termination: OnTermination = Field(description="strictest rule of its grants (retain < retrain < retire)")
     seconds_seen: float = Field(ge=0, description="seconds of this audio the `seen_by` checkpoint's run saw")
     credit: str = Field(default="", description="attribution text the grants require")
+    extra: str = Field(
+        default="{}",
+        pattern=r"^\{.*\}$",
+        description="the catalogue's extra facts for this recording (not interpreted by lab), as canonical JSON text",
+    )
 
     @field_validator("seconds_seen")
     @classmethod

@@ -66,6 +66,12 @@ COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
         "party_id (IPI/ISNI/DDEX, nullable), grant_id",
     ),
     ("licence", pa.string(), False, "SPDX expression; several grants → distinct licences joined by ' AND '"),
+    (
+        "metadata_licence",
+        pa.string(),
+        True,
+        "the licence the catalogue's metadata states, as written (null: none); the grants' licence is what applies",
+    ),
     ("grant_ids", STRINGS, False, "the clearing grants in the rights ledger"),
     ("purposes", STRINGS, False, "purposes every clearing grant allows (sorted)"),
     ("territories", STRINGS, False, "territories every clearing grant allows (ISO 3166-1 alpha-2; WW = anywhere)"),
@@ -73,6 +79,7 @@ COLUMNS: tuple[tuple[str, pa.DataType, bool, str], ...] = (
     ("on_termination", pa.string(), False, "strictest rule of the clearing grants: retain < retrain < retire"),
     ("seconds_seen", pa.float64(), False, "seconds of this audio the seen_by checkpoint's run saw"),
     ("credit", pa.string(), False, "attribution the grants require ('' when none)"),
+    ("extra", pa.string(), False, "the catalogue's extra facts (not interpreted), canonical JSON text; '{}' if none"),
 )
 SOURCE_SCHEMA = pa.schema(
     [pa.field(n, t, metadata={"description": d}) for n, t, _, d in COLUMNS],
@@ -85,8 +92,16 @@ NON_EMPTY_LISTS = ("artists", "rights_holders", "grant_ids", "purposes", "territ
 # --------------------------------------------------------------------------- file
 
 
+# Columns added since the first cards: a parent's rows carded before them get these values.
+ADDED = {"metadata_licence": None, "extra": "{}"}
+
+
 def conform(table: pa.Table) -> pa.Table:
     """The table with exactly SOURCE_SCHEMA's columns, in order, cast to its types."""
+    for name, value in ADDED.items():
+        if name not in table.schema.names:
+            n = table.num_rows
+            table = table.append_column(name, pa.nulls(n, pa.string()) if value is None else pa.repeat(value, n))
     return table.select([n for n, *_ in COLUMNS]).cast(SOURCE_SCHEMA)
 
 
@@ -192,6 +207,7 @@ def _value_errors(table: pa.Table) -> list[str]:
         pattern(name, table[name], ID_PATTERN)
     pattern("audio_sha256", table["audio_sha256"], SHA256_PATTERN)
     pattern("isrc", table["isrc"], ISRC_PATTERN)
+    pattern("extra", table["extra"], r"^\{.*\}$")
     for name in ("catalog", "title", "licence"):
         check(f"{name} is empty", pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(table[name])), 0))
     values, owner = _flat_owner(table["artists"])

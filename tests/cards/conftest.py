@@ -39,7 +39,10 @@ ITEMS_SCHEMA = pa.schema(
         ("duration_s", pa.float64()),
         ("sample_rate", pa.int64()),
         ("channels", pa.int64()),
+        ("extra", S),
+        ("metadata_licence", S),
         ("grant_ids", L),
+        ("notes", L),
         ("digest", S),
     ]
 )
@@ -97,7 +100,7 @@ def grant(
     }
 
 
-def item(rid: str, grant_ids, *, isrc: str | None = "GBLAB2600001") -> dict:
+def item(rid: str, grant_ids, *, isrc: str | None = "GBLAB2600001", extra: str = "{}", metadata_licence=None) -> dict:
     return {
         "recording_id": rid,
         "isrc": isrc,
@@ -109,7 +112,10 @@ def item(rid: str, grant_ids, *, isrc: str | None = "GBLAB2600001") -> dict:
         "duration_s": 8.0,
         "sample_rate": 32000,
         "channels": 1,
+        "extra": extra,
+        "metadata_licence": metadata_licence,
         "grant_ids": list(grant_ids),
+        "notes": [],
         "digest": h("d" + rid),
     }
 
