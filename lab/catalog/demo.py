@@ -54,6 +54,24 @@ class DemoSource:
     n: int
 
 
+# What the catalogue itself says about a few rows: facts lab carries but does not interpret.
+EXTRA = {
+    1: {"composer": "Anon.", "rights_notes": "sync rights cleared separately", "tags": ["study", "piano"]},
+    2: {"composer": "Ines Varga", "source_url": "https://example.org/demo/0002", "recorded": 2024},
+    5: {"source_url": "https://example.org/demo/0005", "rights_notes": "catalogue lists CC-BY-SA (to check)"},
+}
+# The catalogue's own licence text per row (the grant decides): the plain CC-BY-4.0 of the grants, what the
+# non-commercial grants say, nothing for the contract deal, and one row that disagrees with its grant.
+LICENCE_MISMATCH_ROW = 5
+
+
+def _stated_licence(i: int) -> str | None:
+    case = CASES.get(i)
+    if i == LICENCE_MISMATCH_ROW:
+        return "CC-BY-SA-4.0"
+    return {"non_commercial": "CC-BY-NC-4.0", "contract": None}.get(case, "CC-BY-4.0")
+
+
 def _rid(i: int) -> str:
     return f"demo-{i:04d}"
 
@@ -74,7 +92,8 @@ def write_demo_source(folder: Path, now: datetime, n: int = 36, seed: int = 0) -
         rel = f"audio/{_rid(i)}.{fmt}"
         path = folder / rel
         if CASES.get(i) == "corrupt":
-            path.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(np.random.default_rng(i).integers(0, 256, 2048, dtype=np.uint8)))
+            noise = np.random.default_rng(i).integers(0, 256, 2048, dtype=np.uint8)
+            path.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(noise))
         elif CASES.get(i) == "duplicate":
             path = folder / f"audio/{_rid(i)}.{formats[0]}"
             rel = f"audio/{_rid(i)}.{formats[0]}"
@@ -89,8 +108,8 @@ def write_demo_source(folder: Path, now: datetime, n: int = 36, seed: int = 0) -
             "title": f"{spec.key} {spec.mode} study no. {i + 1}",
             "artists": [artist], "description": spec.caption(),
             "rights_holders": [LABELS[i % len(LABELS)], PUBLISHERS[i % len(PUBLISHERS)], artist],
-            "licence": "CC-BY-4.0", "audio_path": rel,
-        })
+            "licence": _stated_licence(i), "audio_path": rel,
+        } | ({"extra": EXTRA[i]} if i in EXTRA else {}))
     metadata = folder / "metadata.jsonl"
     write_text(metadata, "".join(json.dumps(m) + "\n" for m in meta))
     events = _ledger_events(folder, meta, now)

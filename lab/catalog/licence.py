@@ -59,3 +59,11 @@ def licence_mismatch(stated: pa.Array, grant_licences: pa.Array, owner: np.ndarr
     agrees = np.zeros(n, dtype=bool)
     agrees[owner[mine[owner] == theirs]] = True
     return pc.is_valid(stated).to_numpy(zero_copy_only=False) & ~agrees
+
+
+def note_detail(notes: list[str], stated: str | None, grant_licences: list[str]) -> str:
+    """One line for a cleared item's notes (`lab clear show=cleared`); '' when it has none."""
+    if LICENCE_MISMATCH not in (notes or []):
+        return ""
+    theirs = " / ".join(dict.fromkeys(grant_licences)) or "?"
+    return f"{LICENCE_MISMATCH}: the metadata states {stated!r}, the grant says {theirs!r} (the grant applies)"

@@ -122,6 +122,10 @@ def print_clear_summary(summary: dict, as_json: bool = False) -> None:
     table(f"clearance of '{summary['catalog']}' under policy '{summary['policy']}' at {summary['cleared_at']}",
           ["", "recordings"], rows + [["total", summary["items"]]])
     typer.echo(f"snapshot {summary['snapshot_id']} -> {summary['path']}")
+    mismatched = (summary.get("notes") or {}).get("licence_mismatch", 0)
+    if mismatched:
+        typer.echo(f"note: {mismatched} cleared recording(s) whose metadata states another licence than the grant "
+                   "that clears them (the grant applies; not an exclusion): lab clear show=cleared")
 
 
 @hydra_task

@@ -25,17 +25,24 @@ def snapshot_verdicts(snapshot: Any, show: str, limit: int | None = None) -> lis
     check_show(show, limit)
     rows: list[dict[str, Any]] = []
     if show in ("cleared", "all"):
-        items = snapshot.items.select(["recording_id", "grant_ids"])
+        from ..catalog.licence import note_detail
+
+        items = snapshot.items.select(["recording_id", "grant_ids", "metadata_licence", "notes"])
         items = items.slice(0, limit) if limit is not None else items
+        noted = items.to_pylist()
+        licence = {}
+        if any(r["notes"] for r in noted):  # the grants' licences, for the notes' detail
+            licence = dict(zip(snapshot.grants["grant_id"].to_pylist(), snapshot.grants["licence"].to_pylist()))
         rows += [
             {
                 "recording_id": r["recording_id"],
                 "verdict": "cleared",
                 "reason": None,
-                "detail": "",
+                "detail": note_detail(r["notes"], r["metadata_licence"], [licence.get(g, "?") for g in r["grant_ids"]]),
                 "grant_ids": r["grant_ids"],
+                "notes": r["notes"],
             }
-            for r in items.to_pylist()
+            for r in noted
         ]
     if show in ("excluded", "all"):
         room = None if limit is None else max(limit - len(rows), 0)

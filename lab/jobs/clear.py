@@ -33,7 +33,7 @@ class ClearResult:
         return {"snapshot_id": d["snapshot_id"], "path": str(self.snapshot_path), "catalog": d["catalog"]["name"],
                 "policy": d["policy"]["name"], "cleared_at": d["cleared_at"], "items": d["counts"]["items"],
                 "cleared": d["counts"]["cleared"], "excluded": d["counts"]["excluded"],
-                "ledger_head_seq": d["ledger"]["head_seq"]}
+                "notes": d["counts"].get("notes", {}), "ledger_head_seq": d["ledger"]["head_seq"]}
 
 
 def policy_from_cfg(cfg: DictConfig | dict) -> Policy:
