@@ -197,8 +197,9 @@ def json_text_str(arr: pa.Array | pa.ChunkedArray) -> jc.Text:
     with two kernels instead of orjson per row. JSON text holds no raw control character; a value
     that does (an edited file) goes through `json_str`, so the leaf stays exact either way."""
     arr = jc.plain(arr)
-    if not len(arr) or pc.any(pc.match_substring_regex(arr, r"[\x00-\x1f]")).as_py():
-        return jc.json_str(arr)
+    data = jc._data_bytes(arr)
+    if not len(arr) or (data < 0x20).any() or not ((data == 0x22).any() or (data == 0x5C).any()):
+        return jc.json_str(arr)  # nothing to escape (all `{}`: free) or a control character
     escaped = pc.replace_substring(pc.replace_substring(arr, "\\", "\\\\"), '"', '\\"')
     out = pc.binary_join_element_wise('"', escaped, '"', "")
     return out.fill_null("null") if out.null_count else out
