@@ -62,8 +62,13 @@ def _expected(table: dict, n: int) -> dict[str, str | None]:
 
 
 def _decisions(snapshot_path: str) -> dict[str, str | None]:
-    doc = json.loads(Path(snapshot_path).read_text())
-    return {i["recording_id"]: None for i in doc["items"]} | {e["recording_id"]: e["reason"] for e in doc["excluded"]}
+    """recording id → exclusion reason (None: cleared), read straight from the snapshot's Parquet files."""
+    import pyarrow.parquet as pq
+
+    folder = Path(snapshot_path)
+    items = pq.read_table(folder / "items.parquet", columns=["recording_id"]).to_pylist()
+    excluded = pq.read_table(folder / "excluded.parquet", columns=["recording_id", "reason"]).to_pylist()
+    return {i["recording_id"]: None for i in items} | {e["recording_id"]: e["reason"] for e in excluded}
 
 
 def _counts(expected: dict[str, str | None]) -> tuple[int, dict[str, int]]:
