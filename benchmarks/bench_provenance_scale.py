@@ -67,11 +67,11 @@ def step_clearance(work: Path, n: int) -> float:
     from scale_world import AT, build_world
 
     from lab.jobs.clear import run_clearance
-    from lab.rights.ledger import Ledger
+    from lab.rights.heads import open_ledger
 
     p = _paths(work, n)
     catalog, home, url = build_world(p["world"], n, cleared_fraction=1.0)
-    ledger, policy = Ledger(url), _policy()
+    ledger, policy = open_ledger(url, home=home, key_dir=home / "keys"), _policy()
     t = time.perf_counter()
     res = run_clearance(catalog=catalog, ledger=ledger, policy=policy, snapshots_dir=p["snapshots"], home=home, at=AT)
     dt = time.perf_counter() - t
@@ -143,11 +143,12 @@ def _audit(work: Path, n: int, with_ledger: bool) -> float:
 
     from lab.audit.verify import audit_checkpoint
     from lab.cards.signing import ensure_keypair
-    from lab.rights.ledger import Ledger
+    from lab.rights.heads import open_ledger
 
     p = _paths(work, n)
     folder = Path((p["run"] / "latest").read_text())
-    ledger = Ledger(build_world(p["world"], n, cleared_fraction=1.0)[2]) if with_ledger else None
+    _, home, url = build_world(p["world"], n, cleared_fraction=1.0)
+    ledger = open_ledger(url, home=home, key_dir=home / "keys") if with_ledger else None
     key = ensure_keypair(work / "keys").public_path
     t = time.perf_counter()
     report = audit_checkpoint(folder, public_key=key, ledger=ledger)
@@ -185,7 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.child == "world":
             from scale_world import build_world
 
-            build_world(_paths(work, sizes[0])["world"], sizes[0], cleared_fraction=1.0)
+            from lab.rights.consent import verify_chain
+            from lab.rights.heads import open_ledger
+
+            _, home, url = build_world(_paths(work, sizes[0])["world"], sizes[0], cleared_fraction=1.0)
+            # once, untimed: the ledger was filled behind lab's back; from here on commands verify incrementally
+            verify_chain(open_ledger(url, home=home, key_dir=home / "keys"))
             print(json.dumps({}))
             return 0
         dt = RUN[args.child](work, sizes[0])

@@ -67,6 +67,7 @@ def build_catalog(home: Path, n: int) -> None:
         "rights_holders": pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), artist),
         "licence": pa.array(np.full(n, "CC-BY-4.0", dtype=object), pa.string()),
         "audio_path": pc.binary_join_element_wise("audio/", rid, ".flac", ""),
+        "extra": pa.array(np.full(n, "{}", dtype=object), pa.string()),
         "catalog": pa.array(np.full(n, CATALOG, dtype=object), pa.string()),
         "status": pa.array(np.full(n, "ok", dtype=object), pa.string()),
         "reject_reason": pa.nulls(n, pa.string()), "reject_detail": pa.array(np.full(n, "", dtype=object), pa.string()),
