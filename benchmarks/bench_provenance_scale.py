@@ -6,7 +6,8 @@ Steps, each in a fresh process so its peak RSS is its own (`ru_maxrss`), each ti
 call lab makes (imports and world building excluded):
 
   clearance        `lab clear` (run_clearance): catalogue × ledger × policy → snapshot folder
-  snapshot load    `load_snapshot` on one rank (what every training rank does)
+  snapshot load    `load_snapshot` on one rank, as every training rank does (file sha256s, columns,
+                   Merkle root and id re-checked; item leaves taken from the receipt `lab clear` wrote)
   card build+sign  `build_card` over all N sources + `write_card_files` + the checkpoint folder
                    written through `lab.checkpoint.write_checkpoint` (COMPLETE, then the signature)
   audit offline    `audit_checkpoint` without a ledger (files, COMPLETE, signature, card, lineage)
@@ -85,11 +86,13 @@ def _snapshot_path(work: Path, n: int) -> Path:
 
 
 def step_snapshot_load(work: Path, n: int) -> float:
-    from lab.snapshot import load_snapshot
+    """As a training rank loads it: with the lab's receipts (lab clear recomputed every leaf when it wrote them)."""
+    from lab.snapshot import load_snapshot, receipts_dir
 
     path = _snapshot_path(work, n)
+    home = _paths(work, n)["world"] / "home"
     t = time.perf_counter()
-    snap = load_snapshot(path)
+    snap = load_snapshot(path, receipts=receipts_dir(home))
     dt = time.perf_counter() - t
     assert len(snap) == n
     return dt

@@ -19,7 +19,7 @@ from ..rights.consent import verify_chain
 from ..rights.heads import open_ledger
 from ..rights.ledger import Ledger
 from ..rights.policy import Policy
-from ..snapshot import GrantTerms, write_snapshot
+from ..snapshot import GrantTerms, receipts_dir, write_receipt, write_snapshot
 from ..util.canonical import sha256_file
 
 
@@ -89,6 +89,8 @@ def run_clearance(*, catalog: str, ledger: Ledger, policy: Policy, snapshots_dir
         raise
     path, doc = write_snapshot(snapshots_dir, table, decision, catalog_info=info, ledger_head=head,
                                terms=terms, progress=done)
+    if home is not None:  # the writer computed every leaf: a training rank need not again (lab.snapshot.read)
+        write_receipt(receipts_dir(home), doc)
     return ClearResult(path, doc)
 
 

@@ -39,7 +39,7 @@ from ..rights.consent import LedgerBroken, check_sources
 from ..rights.heads import open_ledger
 from ..rights.ledger import Ledger
 from ..rights.policy import Policy
-from ..snapshot import Snapshot, load_snapshot
+from ..snapshot import Snapshot, load_snapshot, receipts_dir
 from ..train.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
 from ..train.logging import WandbHooks, finish, init_wandb, log_artifact, plot_losses
 from ..train.consent_watch import ConsentConfig, ConsentStop, ConsentWatch
@@ -224,7 +224,7 @@ class TrainRecipe:
                 path = run_clearance(catalog=self.cfg.data.catalog, ledger=self.ledger, policy=self.policy,
                                      snapshots_dir=Path(self.cfg.paths.snapshots), home=self.home).snapshot_path
             path = Path(broadcast_object(str(path) if path else None))
-        snapshot = load_snapshot(path)
+        snapshot = load_snapshot(path, receipts=receipts_dir(self.home))
         if prior and snapshot.snapshot_id != prior:
             raise TrainingRefused(
                 f"{resume} trained on snapshot {prior}, data.snapshot names {snapshot.snapshot_id}: a resume "

@@ -108,7 +108,7 @@ class GrantTerms:
         self.ids = ids.take(pa.array(order, pa.int64()))
         self.seqs = np.asarray(seqs, dtype=np.int64)[order]
         seq_list = self.seqs.tolist()
-        self._prefetch = _Prefetch(lambda: (_terms_table(b) for b in payloads(seq_list)))
+        self._prefetch = _Prefetch(lambda: _parsed(payloads(seq_list)))
 
     @classmethod
     def candidates(cls, payloads: Payloads, grants: pa.Table) -> GrantTerms:
@@ -140,7 +140,7 @@ def _arrow_terms(batch: Sequence[tuple[int, Any]]) -> pa.Table | None:
     if not blob:
         return None
     try:
-        t = pajson.read_json(pa.BufferReader(blob), parse_options=pajson.ParseOptions(
+        t = pajson.read_json(pa.BufferReader(blob), read_options=_JSON_READ, parse_options=pajson.ParseOptions(
             explicit_schema=_PAYLOAD_JSON, unexpected_field_behavior="ignore"))
     except pa.ArrowInvalid:
         return None
@@ -169,6 +169,24 @@ def _python_terms(batch: Sequence[tuple[int, Any]]) -> pa.Table:
             cols[f].append(canonical_json(g[f]).decode() if f == "compensation" else g[f])
         cols["seq"].append(seq)
     return _grant_columns(cols)
+
+
+# One thread per batch and 1 MiB blocks: batches are parsed two at a time by `_parsed` (measured at
+# 200k payloads: 0.96 s vs 1.45 s for Arrow's default blocks, its own pool adding nothing).
+_JSON_READ = pajson.ReadOptions(use_threads=False, block_size=1 << 20)
+_PARSERS = 2  # Arrow's JSON reader releases the GIL: batches parse side by side on the cores
+
+
+def _parsed(batches: Iterable[Sequence[tuple[int, Any]]]) -> Iterator[pa.Table]:
+    """`_terms_table` of each batch, in order, `_PARSERS` batches at a time."""
+    with ThreadPoolExecutor(_PARSERS, thread_name_prefix="lab-snapshot-parse") as pool:
+        pending: deque = deque()
+        for batch in batches:
+            pending.append(pool.submit(_terms_table, batch))
+            if len(pending) > 2 * _PARSERS:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _terms_table(batch: Sequence[tuple[int, Any]]) -> pa.Table:

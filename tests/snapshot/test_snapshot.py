@@ -508,3 +508,35 @@ def test_write_rows_gives_a_verified_snapshot(tmp_path):
     reference_check(folder)
     snap = load_snapshot(folder)
     assert snap.items["recording_id"].to_pylist() == ["a", "b"] and header["counts"]["excluded"] == {"revoked": 1}
+
+
+# --------------------------------------------------------------------------- verification receipts
+
+
+def test_lab_clear_leaves_a_receipt_and_a_rank_trusts_only_the_very_files_it_names(world):
+    from lab.snapshot import receipts_dir
+
+    home = world[0]
+    folder = run(world).snapshot_path
+    receipts = receipts_dir(home)
+    assert (receipts / f"{folder.name}.json").is_file()  # written by run_clearance, which computed every leaf
+    assert len(load_snapshot(folder, receipts=receipts)) == 2
+    # An edit that rewrites the header's file sha256 to match: the receipt names the old files, so every
+    # leaf is recomputed and the edit is caught, receipt or not.
+    _rewrite(folder, "items.parquet", lambda t: _set(t, "description", "r1", "something else"))
+    with pytest.raises(SnapshotError, match="r1: digest does not match"):
+        load_snapshot(folder, receipts=receipts)
+
+
+def test_a_receipt_for_other_files_is_not_trusted_and_a_first_load_writes_one(world, tmp_path):
+    folder = run(world).snapshot_path
+    fresh = tmp_path / "other-home-receipts"
+    load_snapshot(folder, receipts=fresh)  # no receipt yet: full check, then one is written
+    receipt = fresh / f"{folder.name}.json"
+    assert receipt.is_file()
+    forged = orjson.loads(receipt.read_bytes())
+    forged["files"]["items.parquet"] = "0" * 64
+    receipt.write_bytes(orjson.dumps(forged))
+    _rewrite(folder, "grants.parquet", lambda t: _set(t, "licence", "G-r1", "CC0-1.0", key="grant_id"))
+    with pytest.raises(SnapshotError, match="digest does not match"):
+        load_snapshot(folder, receipts=fresh)
