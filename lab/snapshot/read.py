@@ -28,8 +28,8 @@ from .jsoncols import plain, unhex_column
 class Snapshot:
     """A verified snapshot: the header's fields as attributes, the entries as Arrow tables."""
 
-    def __init__(self, folder: Path, header: fmt.Header, raw: dict[str, Any], items: pa.Table, grants: pa.Table,
-                 excluded: pa.Table | None = None):
+    def __init__(self, folder: Path, header: fmt.Header, raw: dict[str, Any], items: pa.Table,
+                 grants: pa.Table | None, excluded: pa.Table | None = None):
         self.folder = folder
         self.header = raw
         self.snapshot_id = header.snapshot_id
@@ -41,8 +41,9 @@ class Snapshot:
         self.ledger = header.ledger.model_dump()
         self.counts = header.counts.model_dump()
         self.items = items
-        self.grants = grants
+        self._grants = grants
         self._excluded = excluded
+        self._grant_ids: pa.ChunkedArray | None = None  # what load checked, when the terms are read later
         self._header = header
         self._index: dict[str, int] | None = None
 
@@ -51,6 +52,19 @@ class Snapshot:
 
     def __repr__(self) -> str:
         return f"Snapshot({self.snapshot_id}, {len(self)} cleared, {self.folder})"
+
+    @property
+    def grants(self) -> pa.Table:
+        """grants.parquet (the clearing grants' terms). Read at load when the items' leaves were recomputed
+        from it; under a receipt, read on first access (a card is built) after its sha256 is checked again."""
+        if self._grants is None:
+            path = self.folder / fmt.GRANTS
+            if sha256_file(path) != self._header.files[fmt.GRANTS].sha256:
+                raise SnapshotError(f"{path}: sha256 does not match the header (edited since it was loaded?)")
+            self._grants = _read(self.folder, fmt.GRANTS)
+            if not self._grants.column("grant_id").equals(self._grant_ids):
+                raise SnapshotError(f"{path}: grant ids differ from those checked at load (edited snapshot?)")
+        return self._grants
 
     @property
     def excluded(self) -> pa.Table:
@@ -80,7 +94,7 @@ class Snapshot:
 def _read(folder: Path, name: str, columns: list[str] | None = None) -> pa.Table:
     path = folder / name
     try:
-        table = pq.read_table(path, columns=columns)
+        table = pq.read_table(path, columns=columns, use_threads=False, pre_buffer=False)  # lower peak memory
     except (OSError, pa.ArrowException) as exc:
         raise SnapshotError(f"{path}: not a readable Parquet file: {exc}") from None
     want = fmt.SCHEMAS[name]
@@ -154,7 +168,9 @@ def load_snapshot(path: str | Path, *, deep: bool = False, receipts: str | Path 
         raise SnapshotError(f"no snapshot at {path}")
     header, raw = _header(folder)
     _check_files(folder, header)
-    items, grants = _read(folder, fmt.ITEMS), _read(folder, fmt.GRANTS)
+    trusted = receipts is not None and _receipt_holds(Path(receipts), header)
+    items = _read(folder, fmt.ITEMS)
+    grants = _read(folder, fmt.GRANTS, ["grant_id"] if trusted else None)  # whole terms later, when asked
     excluded = _read(folder, fmt.EXCLUDED) if deep else _read(folder, fmt.EXCLUDED, ["digest"])
     for name, table in ((fmt.ITEMS, items), (fmt.GRANTS, grants), (fmt.EXCLUDED, excluded)):
         if table.num_rows != header.files[name].rows:
@@ -168,7 +184,6 @@ def load_snapshot(path: str | Path, *, deep: bool = False, receipts: str | Path 
             or counts.items != counts.cleared + excluded.num_rows or counts.notes != fmt.note_counts(items)):
         raise SnapshotError(f"{folder / fmt.HEADER}: counts do not match the files (edited snapshot?)")
 
-    trusted = receipts is not None and _receipt_holds(Path(receipts), header)
     it_leaves = _item_leaves(folder, items, grants, recompute=not trusted)
     if receipts is not None and not trusted:
         write_receipt(Path(receipts), header)
@@ -186,7 +201,9 @@ def load_snapshot(path: str | Path, *, deep: bool = False, receipts: str | Path 
     expect = fmt.snapshot_id(root, policy["digest"], header.ledger.head_hash)
     if expect != header.snapshot_id or (folder.name.startswith("snap-") and folder.name != expect):
         raise SnapshotError(f"{folder}: snapshot id {header.snapshot_id} does not match its content ({expect})")
-    return Snapshot(folder, header, raw, items, grants, excluded if deep else None)
+    snap = Snapshot(folder, header, raw, items, None if trusted else grants, excluded if deep else None)
+    snap._grant_ids = grants["grant_id"]
+    return snap
 
 
 def _verified_excluded(folder: Path, header: fmt.Header, table: pa.Table | None = None, *,

@@ -520,7 +520,14 @@ def test_lab_clear_leaves_a_receipt_and_a_rank_trusts_only_the_very_files_it_nam
     folder = run(world).snapshot_path
     receipts = receipts_dir(home)
     assert (receipts / f"{folder.name}.json").is_file()  # written by run_clearance, which computed every leaf
-    assert len(load_snapshot(folder, receipts=receipts)) == 2
+    snap = load_snapshot(folder, receipts=receipts)
+    assert len(snap) == 2
+    # under a receipt the grant terms are read when first asked for, and re-checked then
+    _rewrite(folder, "grants.parquet", lambda t: _set(t, "licence", "G-r1", "CC0-1.0", key="grant_id"))
+    with pytest.raises(SnapshotError, match="grants.parquet: sha256 does not match"):
+        _ = snap.grants
+    folder = run(world).snapshot_path  # the same decisions again: a fresh, intact folder
+    assert load_snapshot(folder, receipts=receipts).grants.num_rows == 2
     # An edit that rewrites the header's file sha256 to match: the receipt names the old files, so every
     # leaf is recomputed and the edit is caught, receipt or not.
     _rewrite(folder, "items.parquet", lambda t: _set(t, "description", "r1", "something else"))
