@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,12 +23,16 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/lab demo
 
-## The whole test suite (slow end-to-end tests included).
-test: install
+## Lint, format check, then the whole test suite (slow end-to-end tests included).
+test: install lint
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
-test-fast: install
+test-fast: install lint
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: install
 	OMP_NUM_THREADS=1 $(PY) benchmarks/run_all.py

@@ -16,7 +16,7 @@ Measured, each step in its own fresh child process (wall time of the step; peak 
 child's VmHWM, which includes the interpreter and imports, the import baseline is shown, and
 file pages mapped into the process, e.g. a SQLite file read through mmap (the Ledger's bulk reads
 switch mmap off); anon = peak RssAnon, heap and arrays only, sampled every 5 ms):
-  * lab: `lab.jobs.clear.run_clearance`, end to end as `lab clear` runs it: ledger head, catalogue
+  * lab: `lab.recipes.clear.run_clearance`, end to end as `lab clear` runs it: ledger head, catalogue
     table (on a thread) + `Ledger.frame` (clearance's columns), effective grants + `clear`, and
     the streamed snapshot (excluded entries; the clearing grants' terms, read from the ledger
     ahead on a thread; cleared items; Merkle root), snapshot folder (header + Parquet) written, fsync'd and renamed
@@ -51,9 +51,14 @@ from pathlib import Path  # noqa: E402
 
 CATALOG = "bench"
 AT = datetime(2026, 6, 1, tzinfo=timezone.utc)  # the clearance moment (fixed: reproducible counts)
-POLICY = {"name": "bench-commercial", "purposes": ["ai_generative_training", "commercial_output"],
-          "territory": "GB", "accept_licence_classes": ["permissive", "contract"], "contracts": {},
-          "at": AT.isoformat()}
+POLICY = {
+    "name": "bench-commercial",
+    "purposes": ["ai_generative_training", "commercial_output"],
+    "territory": "GB",
+    "accept_licence_classes": ["permissive", "contract"],
+    "contracts": {},
+    "at": AT.isoformat(),
+}
 GIB = 1 << 30
 
 
@@ -92,8 +97,9 @@ def build_catalog(home: Path, n: int) -> None:
         "isrc": [_isrc(i) if i % 50 else None for i in range(n)],  # 2% have no ISRC
         "title": [f"study no. {i}" for i in range(n)],
         "artists": [[f"artist {i % 5000}"] for i in range(n)],
-        "description": [f"synthetic piece {i % 97} in {('C', 'D', 'E', 'F', 'G', 'A', 'B')[i % 7]} major"
-                        for i in range(n)],
+        "description": [
+            f"synthetic piece {i % 97} in {('C', 'D', 'E', 'F', 'G', 'A', 'B')[i % 7]} major" for i in range(n)
+        ],
         "rights_holders": [[f"label {i % 40}", f"artist {i % 5000}"] for i in range(n)],
         "licence": ["CC-BY-4.0"] * n,
         "audio_path": [f"audio/{i // 1000:04d}/{_rid(i)}.flac" for i in range(n)],
@@ -115,7 +121,9 @@ def build_catalog(home: Path, n: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, folder / store.PARQUET_NAME, compression="zstd")
     manifest = {
-        "format": store.FORMAT, "name": CATALOG, "root": str(home / "audio"),
+        "format": store.FORMAT,
+        "name": CATALOG,
+        "root": str(home / "audio"),
         "counts": {"total": n, "ok": status.count("ok"), "rejected": len(rej)},
         "parquet": {"file": store.PARQUET_NAME, "sha256": sha256_file(folder / store.PARQUET_NAME), "rows": n},
     }
@@ -123,24 +131,41 @@ def build_catalog(home: Path, n: int) -> None:
     (folder / store.MANIFEST_NAME).write_bytes(orjson.dumps(manifest, option=opts))
 
 
-LICENCES = ["CC-BY-4.0"] * 12 + ["CC0-1.0"] * 3 + ["CC-BY-NC-4.0", "CC-BY-SA-4.0", "LicenseRef-lab-deal-7",
-                                                    "LicenseRef-label-x-terms", "CC-BY-4.0 OR MIT"]
+LICENCES = (
+    ["CC-BY-4.0"] * 12
+    + ["CC0-1.0"] * 3
+    + ["CC-BY-NC-4.0", "CC-BY-SA-4.0", "LicenseRef-lab-deal-7", "LicenseRef-label-x-terms", "CC-BY-4.0 OR MIT"]
+)
 TERRITORIES = [["WW"]] * 6 + [["GB"], ["GB", "US"], ["DE", "FR", "GB"], ["US"], ["JP", "KR"]]
 PURPOSES = [["ai_generative_training", "commercial_output"]] * 3 + [
     ["ai_training", "ai_generative_training", "ai_inference", "commercial_output"],
-    ["ai_training", "ai_generative_training"], ["eval_only"]]
-PARTIES = [{"name": "Label", "role": "master_owner", "right": "master", "share": 70},
-           {"name": "Artist", "role": "performer", "right": "master", "share": 30}]
+    ["ai_training", "ai_generative_training"],
+    ["eval_only"],
+]
+PARTIES = [
+    {"name": "Label", "role": "master_owner", "right": "master", "share": 70},
+    {"name": "Artist", "role": "performer", "right": "master", "share": 30},
+]
 
 
 def _grant(gid: str, subject: dict, k: int, **over) -> dict:
     """A grant dict; k picks licence / territory / purposes / window deterministically."""
-    g = {"grant_id": gid, "version": 1, "issued_at": "2025-01-01T00:00:00Z", "issuer": "bench rights desk",
-         "subject": subject, "status": "opted_in", "parties": PARTIES,
-         "purposes": PURPOSES[k % len(PURPOSES)], "territories": TERRITORIES[(k // 7) % len(TERRITORIES)],
-         "valid_from": "2025-01-01T00:00:00Z", "valid_until": "2028-01-01T00:00:00Z",
-         "licence": LICENCES[(k // 3) % len(LICENCES)], "attribution": f"track {k}",
-         "compensation": {"model": "per_second_trained", "rate": 0.001, "currency": "EUR"}}
+    g = {
+        "grant_id": gid,
+        "version": 1,
+        "issued_at": "2025-01-01T00:00:00Z",
+        "issuer": "bench rights desk",
+        "subject": subject,
+        "status": "opted_in",
+        "parties": PARTIES,
+        "purposes": PURPOSES[k % len(PURPOSES)],
+        "territories": TERRITORIES[(k // 7) % len(TERRITORIES)],
+        "valid_from": "2025-01-01T00:00:00Z",
+        "valid_until": "2028-01-01T00:00:00Z",
+        "licence": LICENCES[(k // 3) % len(LICENCES)],
+        "attribution": f"track {k}",
+        "compensation": {"model": "per_second_trained", "rate": 0.001, "currency": "EUR"},
+    }
     w = (k // 11) % 40
     if w == 0:
         g["valid_until"] = "2026-01-01T00:00:00Z"  # expired before AT
@@ -164,36 +189,70 @@ def ledger_events(n: int, n_events: int):
     for j in range(granted):  # recording j gets grant G-j; the last ~13% of recordings get none
         first.append({"kind": "grant", "grant": _grant(f"G-{j:07d}", grant_subject(j, n_rid), j)})
     for d in range(n_deals):  # whole-catalogue deals, for the lab's other catalogues
-        first.append({"kind": "grant", "grant": _grant(
-            f"DEAL-{d}", {"catalog": f"partner-catalogue-{d}"}, d, purposes=PURPOSES[3], territories=["WW"],
-            licence="LicenseRef-lab-deal-7", valid_from="2025-01-01T00:00:00Z", valid_until="2029-01-01T00:00:00Z")})
+        first.append(
+            {
+                "kind": "grant",
+                "grant": _grant(
+                    f"DEAL-{d}",
+                    {"catalog": f"partner-catalogue-{d}"},
+                    d,
+                    purposes=PURPOSES[3],
+                    territories=["WW"],
+                    licence="LicenseRef-lab-deal-7",
+                    valid_from="2025-01-01T00:00:00Z",
+                    valid_until="2029-01-01T00:00:00Z",
+                ),
+            }
+        )
     for j in range(n_opt):  # opt-outs on granted recordings (an artist says no despite the label's yes)
         r = (j * 97) % granted
         subject = {"recording_id": _rid(r), "catalog": CATALOG}
-        first.append({"kind": "grant", "grant": _grant(f"OPT-{j:07d}", subject, r, status="opted_out", purposes=[],
-                                                       territories=[], parties=[])})
+        first.append(
+            {
+                "kind": "grant",
+                "grant": _grant(
+                    f"OPT-{j:07d}", subject, r, status="opted_out", purposes=[], territories=[], parties=[]
+                ),
+            }
+        )
     yield first
     del first
     later: list[dict] = []
     # disjoint grant sets: revoke 3 mod 16 ..., amend / expire elsewhere (an amend of a revoked grant is refused)
     pick = [j for j in range(granted) if j % 16 in (3, 7, 11)]
     revoke, rest = pick[:n_rev], [j for j in range(granted) if j % 16 in (5, 13)]
-    expire, amend = rest[:n_exp], rest[n_exp:n_exp + n_amend]
+    expire, amend = rest[:n_exp], rest[n_exp : n_exp + n_amend]
     for k, j in enumerate(revoke):
         eff = AT + timedelta(days=30) if k % 10 == 0 else AT - timedelta(days=10)  # 10% take effect later
-        later.append({"kind": "revoke", "grant_id": f"G-{j:07d}", "reason": "withdrawn", "issuer": "artist",
-                      "effective_at": _iso(eff)})
+        later.append(
+            {
+                "kind": "revoke",
+                "grant_id": f"G-{j:07d}",
+                "reason": "withdrawn",
+                "issuer": "artist",
+                "effective_at": _iso(eff),
+            }
+        )
     for j in expire:
         later.append({"kind": "expire", "grant_id": f"G-{j:07d}", "effective_at": _iso(AT - timedelta(days=5))})
     for k, j in enumerate(amend):
         terr = ["JP"] if k % 2 else ["WW"]  # narrowing and widening
         subj = grant_subject(j, n_rid)
-        later.append({"kind": "amend", "grant": _grant(f"G-{j:07d}", subj, j, version=2,
-                                                       supersedes=f"G-{j:07d}", territories=terr,
-                                                       issued_at="2026-02-01T00:00:00Z")})
+        later.append(
+            {
+                "kind": "amend",
+                "grant": _grant(
+                    f"G-{j:07d}",
+                    subj,
+                    j,
+                    version=2,
+                    supersedes=f"G-{j:07d}",
+                    territories=terr,
+                    issued_at="2026-02-01T00:00:00Z",
+                ),
+            }
+        )
     yield later
-
-
 
 
 def grant_subject(j: int, n_rid: int) -> dict:
@@ -217,7 +276,7 @@ def build_ledger(url: str, n: int, n_events: int, batch: int = 200_000) -> int:
     rec = AT - timedelta(days=400)
     for part, events in enumerate(ledger_events(n, n_events)):
         for s in range(0, len(events), batch):
-            chunk = events[s:s + batch]
+            chunk = events[s : s + batch]
             ledger.append_many(chunk, recorded_at=rec + timedelta(days=part))
             total += len(chunk)
             print(f"  ledger: {total:,} events", file=sys.stderr, flush=True)
@@ -275,9 +334,9 @@ def _anon() -> int:
 
 
 def step_lab(home: Path, url: str, snapshots: Path) -> dict:
-    """`lab.jobs.clear.run_clearance`, exactly as `lab clear` runs it: snapshot folder written (fsync, rename)."""
+    """`lab.recipes.clear.run_clearance`, exactly as `lab clear` runs it: snapshot folder written (fsync, rename)."""
     t0 = time.perf_counter()
-    from lab.jobs.clear import run_clearance
+    from lab.recipes.clear import run_clearance
     from lab.rights.heads import open_ledger
     from lab.rights.policy import Policy
 
@@ -290,8 +349,9 @@ def step_lab(home: Path, url: str, snapshots: Path) -> dict:
     policy = Policy.model_validate(POLICY)
     # As `lab clear` opens it: with its signed-head log, so the chain is verified since the last verified head.
     ledger = open_ledger(url, home=home, key_dir=home / "keys")
-    res = run_clearance(catalog=CATALOG, ledger=ledger, policy=policy, snapshots_dir=snapshots, home=home,
-                        at=AT, progress=progress)
+    res = run_clearance(
+        catalog=CATALOG, ledger=ledger, policy=policy, snapshots_dir=snapshots, home=home, at=AT, progress=progress
+    )
     out["seconds"] = time.perf_counter() - start
     out["peak"] = _peak()
     out["anon"] = _anon()
@@ -329,8 +389,11 @@ def step_floor(home: Path, db: Path) -> dict:
     at = to_ts(AT)
     cat = pd.read_parquet(parquet_path(CATALOG, home), columns=["recording_id", "status"])
     con = sqlite3.connect(db)
-    ev = pd.read_sql("SELECT seq, kind, grant_id, subject_recording_id, purposes, territories, valid_from, "
-                     "valid_until, effective_at, recorded_at FROM ledger_events", con)
+    ev = pd.read_sql(
+        "SELECT seq, kind, grant_id, subject_recording_id, purposes, territories, valid_from, "
+        "valid_until, effective_at, recorded_at FROM ledger_events",
+        con,
+    )
     con.close()
     out["stages"].append(["read parquet + read_sql", time.perf_counter() - start, _peak(), _anon()])
     t = time.perf_counter()
@@ -340,11 +403,15 @@ def step_floor(home: Path, db: Path) -> dict:
     g = g.sort_values("seq").drop_duplicates("grant_id", keep="last")  # latest version per grant
     g = g[~g["grant_id"].isin(ends)]
     g = g[(g["valid_from"] <= at) & ((g["valid_until"].isna()) | (g["valid_until"] > at))]
-    g = g[g["territories"].str.contains("GB|WW", regex=True)
-          & g["purposes"].str.contains("ai_generative_training") & g["purposes"].str.contains("commercial_output")]
+    g = g[
+        g["territories"].str.contains("GB|WW", regex=True)
+        & g["purposes"].str.contains("ai_generative_training")
+        & g["purposes"].str.contains("commercial_output")
+    ]
     latest = g.sort_values("seq").drop_duplicates("subject_recording_id", keep="last")
-    joined = cat[cat["status"] == "ok"].merge(latest, left_on="recording_id", right_on="subject_recording_id",
-                                              how="inner")
+    joined = cat[cat["status"] == "ok"].merge(
+        latest, left_on="recording_id", right_on="subject_recording_id", how="inner"
+    )
     out["stages"].append(["filter + latest per recording + merge", time.perf_counter() - t, _peak(), _anon()])
     out["seconds"] = time.perf_counter() - start
     out["peak"] = _peak()
@@ -405,8 +472,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000, help="recordings in the catalogue")
     ap.add_argument("--events", type=int, default=None, help="ledger events (default: = --n)")
-    ap.add_argument("--keep", type=Path, default=None,
-                    help="folder for the catalogue + ledger, kept and reused across runs (default: temp, removed)")
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="folder for the catalogue + ledger, kept and reused across runs (default: temp, removed)",
+    )
     ap.add_argument("--profile", action="store_true", help="also cProfile the lab step")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -424,15 +495,22 @@ def main(argv: list[str] | None = None) -> int:
             for p in ("home", "ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm", "snapshots"):
                 q = args.keep / p
                 shutil.rmtree(q, ignore_errors=True) if q.is_dir() else q.unlink(missing_ok=True)
-            print(f"setup: catalogue of {args.n:,} recordings, ledger of {n_events:,} events "
-                  f"(validated appends; 1-3 minutes per million) ...", file=sys.stderr, flush=True)
+            print(
+                f"setup: catalogue of {args.n:,} recordings, ledger of {n_events:,} events "
+                f"(validated appends; 1-3 minutes per million) ...",
+                file=sys.stderr,
+                flush=True,
+            )
             t = time.perf_counter()
             sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
             build_catalog(args.keep / "home", args.n)
             got = build_ledger(f"sqlite:///{args.keep / 'ledger.sqlite'}", args.n, n_events)
             marker.write_text(json.dumps(want))
-            print(f"setup done in {time.perf_counter() - t:.0f} s ({got:,} events, "
-                  f"{(args.keep / 'ledger.sqlite').stat().st_size / 1e6:,.0f} MB SQLite)", file=sys.stderr)
+            print(
+                f"setup done in {time.perf_counter() - t:.0f} s ({got:,} events, "
+                f"{(args.keep / 'ledger.sqlite').stat().st_size / 1e6:,.0f} MB SQLite)",
+                file=sys.stderr,
+            )
         else:
             print(f"setup: reusing {args.keep}", file=sys.stderr)
         shutil.rmtree(args.keep / "snapshots", ignore_errors=True)
@@ -448,30 +526,42 @@ def main(argv: list[str] | None = None) -> int:
             run_child_profile(args)
 
         base = floor["seconds"]
-        print(f"\n{args.n:,} recordings, {lab['frame_rows']:,} ledger events (SQLite), policy "
-              f"{POLICY['name']} at {POLICY['at']}; {os.cpu_count()} CPUs visible, one thread per library.")
-        print(f"peak RSS = the step's child-process high-water mark (VmHWM: interpreter + imports included, "
-              f"imports alone: lab {_gib(lab['imports_rss'])}, floor {_gib(floor['imports_rss'])}); it counts "
-              f"file pages mapped into the process, such as a SQLite file read through mmap (the Ledger's "
-              f"bulk reads switch mmap off). "
-              f"anon = peak RssAnon (heap and arrays only), sampled every 5 ms.\n")
+        print(
+            f"\n{args.n:,} recordings, {lab['frame_rows']:,} ledger events (SQLite), policy "
+            f"{POLICY['name']} at {POLICY['at']}; {os.cpu_count()} CPUs visible, one thread per library."
+        )
+        print(
+            f"peak RSS = the step's child-process high-water mark (VmHWM: interpreter + imports included, "
+            f"imports alone: lab {_gib(lab['imports_rss'])}, floor {_gib(floor['imports_rss'])}); it counts "
+            f"file pages mapped into the process, such as a SQLite file read through mmap (the Ledger's "
+            f"bulk reads switch mmap off). "
+            f"anon = peak RssAnon (heap and arrays only), sampled every 5 ms.\n"
+        )
         print("| step | seconds | peak RSS | anon | ratio vs floor |")
         print("|---|---:|---:|---:|---:|")
-        print(f"| **lab clearance end to end** (`run_clearance` as `lab clear` runs it, snapshot folder "
-              f"written: {lab['write_bytes'] / 1e6:,.0f} MB, fsync'd, renamed) | {lab['seconds']:.2f} | "
-              f"{_gib(lab['peak'])} | {_gib(lab['anon'])} | {lab['seconds'] / base:.2f}× |")
+        print(
+            f"| **lab clearance end to end** (`run_clearance` as `lab clear` runs it, snapshot folder "
+            f"written: {lab['write_bytes'] / 1e6:,.0f} MB, fsync'd, renamed) | {lab['seconds']:.2f} | "
+            f"{_gib(lab['peak'])} | {_gib(lab['anon'])} | {lab['seconds'] / base:.2f}× |"
+        )
         for name, s, peak, anon in lab["stages"]:
             print(f"| &nbsp;&nbsp;lab: {name} | {s:.2f} | {_gib(peak)} | {_gib(anon)} | {s / base:.2f}× |")
-        print(f"| floor: pandas read_sql + read_parquet + filter + merge | {base:.2f} | {_gib(floor['peak'])} | "
-              f"{_gib(floor['anon'])} | 1.00× |")
+        print(
+            f"| floor: pandas read_sql + read_parquet + filter + merge | {base:.2f} | {_gib(floor['peak'])} | "
+            f"{_gib(floor['anon'])} | 1.00× |"
+        )
         for name, s, peak, anon in floor["stages"]:
             print(f"| &nbsp;&nbsp;floor: {name} | {s:.2f} | {_gib(peak)} | {_gib(anon)} | {s / base:.2f}× |")
-        print(f"| (once, before: full ledger chain verification, as `lab rights verify`) | {verify['seconds']:.2f} | "
-              f"{_gib(verify['peak'])} | {_gib(verify['anon'])} | {verify['seconds'] / base:.2f}× |")
+        print(
+            f"| (once, before: full ledger chain verification, as `lab rights verify`) | {verify['seconds']:.2f} | "
+            f"{_gib(verify['peak'])} | {_gib(verify['anon'])} | {verify['seconds'] / base:.2f}× |"
+        )
         print("\n(stage rows: peak so far in that child)")
         ok_t, ok_m = lab["seconds"] <= 10, lab["peak"] <= 2 * GIB
-        print(f"\ntargets: lab ≤ 10 s: {'met' if ok_t else 'MISSED'} ({lab['seconds']:.2f} s); "
-              f"lab ≤ 2 GiB peak RSS: {'met' if ok_m else 'MISSED'} ({_gib(lab['peak'])}; anon {_gib(lab['anon'])})")
+        print(
+            f"\ntargets: lab ≤ 10 s: {'met' if ok_t else 'MISSED'} ({lab['seconds']:.2f} s); "
+            f"lab ≤ 2 GiB peak RSS: {'met' if ok_m else 'MISSED'} ({_gib(lab['peak'])}; anon {_gib(lab['anon'])})"
+        )
         print(f"lab decisions: {json.dumps(lab['counts'])}")
         print(f"floor cleared: {floor['counts']['cleared']:,} (ignores opt-outs, licences, ISRC/sha subjects)")
         print(f"snapshot id: {lab['snapshot_id']}\n")

@@ -43,9 +43,18 @@ def musicgen_32khz_codec(seed: int = 0):
     codebooks seeded with encoder frames so codes are not all zero (HF initialises codebooks to zeros)."""
     from transformers import EncodecConfig, EncodecModel
 
-    cfg = EncodecConfig(sampling_rate=32_000, audio_channels=1, num_filters=64, upsampling_ratios=[8, 5, 4, 4],
-                        target_bandwidths=[2.2], codebook_size=2048, use_causal_conv=False, normalize=False,
-                        use_conv_shortcut=False, chunk_length_s=None)
+    cfg = EncodecConfig(
+        sampling_rate=32_000,
+        audio_channels=1,
+        num_filters=64,
+        upsampling_ratios=[8, 5, 4, 4],
+        target_bandwidths=[2.2],
+        codebook_size=2048,
+        use_causal_conv=False,
+        normalize=False,
+        use_conv_shortcut=False,
+        chunk_length_s=None,
+    )
     torch.manual_seed(seed)
     codec = EncodecModel(cfg).eval()
     g = torch.Generator().manual_seed(seed)
@@ -76,35 +85,69 @@ def make_catalogue(root: Path, clips: int, seconds: float, sr: int = 44_100) -> 
     t = np.arange(int(seconds * sr)) / sr
     for i in range(clips):
         f = 110.0 * 2 ** (i / 12)
-        x = 0.3 * np.sin(2 * np.pi * f * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.5 * t)) + 0.02 * rng.standard_normal(len(t))
+        x = 0.3 * np.sin(2 * np.pi * f * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 0.5 * t)) + 0.02 * rng.standard_normal(
+            len(t)
+        )
         stereo = np.stack([x, 0.8 * x], axis=1).astype(np.float32)
         path = root / f"clip-{i:03d}.wav"
         sf.write(str(path), stereo, sr, subtype="PCM_16")
-        items.append({
-            "recording_id": f"bench-{i:03d}", "isrc": None, "title": f"clip {i}", "artists": ["bench"],
-            "description": f"warm piano in {'cdefgab'[i % 7]} major {90 + i} bpm", "audio_path": path.name,
-            "audio_sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "duration_s": seconds,
-            "sample_rate": sr, "channels": 2, "grant_ids": ["G-1"],
-        })
-    grant = {"grant_id": "G-1", "version": 1, "seq": 1, "licence": "CC-BY-4.0", "parties": [],
-             "purposes": ["ai_training"], "territories": ["WW"], "valid_until": None, "on_termination": "retain",
-             "attribution": "", "compensation": {"model": "none"}}
+        items.append(
+            {
+                "recording_id": f"bench-{i:03d}",
+                "isrc": None,
+                "title": f"clip {i}",
+                "artists": ["bench"],
+                "description": f"warm piano in {'cdefgab'[i % 7]} major {90 + i} bpm",
+                "audio_path": path.name,
+                "audio_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                "duration_s": seconds,
+                "sample_rate": sr,
+                "channels": 2,
+                "grant_ids": ["G-1"],
+            }
+        )
+    grant = {
+        "grant_id": "G-1",
+        "version": 1,
+        "seq": 1,
+        "licence": "CC-BY-4.0",
+        "parties": [],
+        "purposes": ["ai_training"],
+        "territories": ["WW"],
+        "valid_until": None,
+        "on_termination": "retain",
+        "attribution": "",
+        "compensation": {"model": "none"},
+    }
     policy = Policy(name="bench", purposes=["ai_training"], territory="GB", accept_licence_classes=["permissive"])
-    folder, _ = write_rows(root / "snapshots", items=items, grants=[grant], catalog_info={"name": "bench",
-                           "root": str(root)}, policy=policy, ledger_head=(1, "0" * 64),
-                           cleared_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    folder, _ = write_rows(
+        root / "snapshots",
+        items=items,
+        grants=[grant],
+        catalog_info={"name": "bench", "root": str(root)},
+        policy=policy,
+        ledger_head=(1, "0" * 64),
+        cleared_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    )
     return load_snapshot(folder)
 
 
-def on_the_fly_epoch(snapshot: Snapshot, codec, collator, order: list[int], rows_meta: list[dict],
-                     batch_size: int, segment_seconds: float):
+def on_the_fly_epoch(
+    snapshot: Snapshot,
+    codec,
+    collator,
+    order: list[int],
+    rows_meta: list[dict],
+    batch_size: int,
+    segment_seconds: float,
+):
     """One epoch in the sampler's order, reading and encoding audio for every batch."""
     by_id = {r["recording_id"]: r for r in snapshot.items.to_pylist()}
     sr = codec.config.sampling_rate
     seg = int(round(segment_seconds * sr))
     root = Path(snapshot.catalog["root"])
     for i in range(0, len(order), batch_size):
-        metas = [rows_meta[j] for j in order[i:i + batch_size]]
+        metas = [rows_meta[j] for j in order[i : i + batch_size]]
         audio = {}
         chunks = []
         for m in metas:
@@ -112,7 +155,7 @@ def on_the_fly_epoch(snapshot: Snapshot, codec, collator, order: list[int], rows
             if rid not in audio:
                 audio[rid] = load_item_audio(by_id[rid], root, sr)
             start = int(round(m["start_s"] * sr))
-            c = audio[rid][start:start + seg]
+            c = audio[rid][start : start + seg]
             chunks.append(np.pad(c, (0, seg - len(c))))
         with torch.no_grad():
             codes = codec.encode(torch.from_numpy(np.stack(chunks))[:, None], bandwidth=2.2).audio_codes[0]
@@ -138,12 +181,14 @@ def main() -> None:
         collator = MusicgenCollator(tokenizer(), num_codebooks=4, pad_token_id=PAD)
 
         t0 = time.perf_counter()
-        ds = build_code_cache(snap, codec, tmp / "cache", segment_seconds=args.segment_seconds,
-                              batch_size=args.batch_size)
+        ds = build_code_cache(
+            snap, codec, tmp / "cache", segment_seconds=args.segment_seconds, batch_size=args.batch_size
+        )
         build_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        ds = build_code_cache(snap, codec, tmp / "cache", segment_seconds=args.segment_seconds,
-                              batch_size=args.batch_size)
+        ds = build_code_cache(
+            snap, codec, tmp / "cache", segment_seconds=args.segment_seconds, batch_size=args.batch_size
+        )
         reopen_s = time.perf_counter() - t0
 
         meta = ds.remove_columns(["codes"]).to_list()
@@ -162,18 +207,20 @@ def main() -> None:
         cached_s = (time.perf_counter() - t0) / args.cached_epochs
 
         t0 = time.perf_counter()
-        fly_batches = list(on_the_fly_epoch(snap, codec, collator, order, meta, args.batch_size,
-                                            args.segment_seconds))
+        fly_batches = list(on_the_fly_epoch(snap, codec, collator, order, meta, args.batch_size, args.segment_seconds))
         fly_s = time.perf_counter() - t0
 
         same = len(cached_batches) == len(fly_batches) and all(
             a["recording_ids"] == b["recording_ids"] and torch.equal(a["labels"], b["labels"])
-            for a, b in zip(cached_batches, fly_batches))
+            for a, b in zip(cached_batches, fly_batches)
+        )
 
     n_params = sum(p.numel() for p in codec.parameters())
-    print(f"{args.clips} clips x {args.seconds:g} s (44.1 kHz stereo WAV) -> {len(ds)} segments of "
-          f"{args.segment_seconds:g} s; batch {args.batch_size}; EnCodec 32 kHz ({n_params / 1e6:.1f} M params, "
-          f"random weights); torch threads = {torch.get_num_threads()}")
+    print(
+        f"{args.clips} clips x {args.seconds:g} s (44.1 kHz stereo WAV) -> {len(ds)} segments of "
+        f"{args.segment_seconds:g} s; batch {args.batch_size}; EnCodec 32 kHz ({n_params / 1e6:.1f} M params, "
+        f"random weights); torch threads = {torch.get_num_threads()}"
+    )
     print(f"identical batches from both paths: {same}")
     print(f"one-time cache build: {build_s:.2f} s; reopening the cache: {reopen_s:.3f} s\n")
     print("| method | seconds/epoch | ratio |")

@@ -52,7 +52,7 @@ TARGET = 0.98
 
 def build(work: Path, steps: int, batch_size: int) -> TrainRecipe:
     from lab.cli.demo import build_demo, compose
-    from lab.jobs.clear import main as clear_main
+    from lab.recipes.clear import main as clear_main
 
     home = work / ".lab"
     paths = [

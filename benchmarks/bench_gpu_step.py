@@ -31,8 +31,14 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SMALL = {"hidden_size": 1024, "num_layers": 24, "num_heads": 16, "ffn_dim": 4096, "codebook_size": 2048,
-         "max_position_embeddings": 2048}
+SMALL = {
+    "hidden_size": 1024,
+    "num_layers": 24,
+    "num_heads": 16,
+    "ffn_dim": 4096,
+    "codebook_size": 2048,
+    "max_position_embeddings": 2048,
+}
 
 
 class StepTimer:
@@ -65,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from lab.cli.demo import build_demo, compose
-    from lab.jobs.clear import main as clear_main
+    from lab.recipes.clear import main as clear_main
     from lab.recipes.train import TrainRecipe, quiet_libraries
     from lab.train.distributed import init_distributed
 
@@ -79,20 +85,40 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lab-bench-gpu-") as tmp:
         work = Path(tmp)
         home = work / ".lab"
-        paths = [f"paths.home={home}", f"paths.experiments={work / 'experiments'}",
-                 f"ledger_url=sqlite:///{home}/ledger.sqlite"]
+        paths = [
+            f"paths.home={home}",
+            f"paths.experiments={work / 'experiments'}",
+            f"ledger_url=sqlite:///{home}/ledger.sqlite",
+        ]
         build_demo(home, f"sqlite:///{home}/ledger.sqlite")
         snapshot = clear_main(compose("clear", [*paths, "policy=commercial"])).snapshot_path
         spec = [] if args.smoke else [f"+model.spec.{k}={v}" for k, v in SMALL.items()]
-        cfg = compose("train", [*paths, "experiment=demo", "policy=commercial", f"data.snapshot={snapshot}",
-                                "logger=none", f"run_dir={work / 'run'}", f"trainer={'cpu' if args.smoke else 'gpu'}",
-                                f"trainer.batch_size={args.batch}", "trainer.progress=false", *spec])
+        cfg = compose(
+            "train",
+            [
+                *paths,
+                "experiment=demo",
+                "policy=commercial",
+                f"data.snapshot={snapshot}",
+                "logger=none",
+                f"run_dir={work / 'run'}",
+                f"trainer={'cpu' if args.smoke else 'gpu'}",
+                f"trainer.batch_size={args.batch}",
+                "trainer.progress=false",
+                *spec,
+            ],
+        )
         recipe = TrainRecipe(cfg, init_distributed(device="cuda" if cuda else "cpu"))
         recipe.setup_data()
         model = recipe.setup_model().model
         cache = recipe.setup_codes()
-        recipe.trainer_cfg = dataclasses.replace(recipe.setup_optimizer(), max_steps=args.warmup + args.steps,
-                                                 save_every=0, save_final=False, log_every=args.warmup + args.steps)
+        recipe.trainer_cfg = dataclasses.replace(
+            recipe.setup_optimizer(),
+            max_steps=args.warmup + args.steps,
+            save_every=0,
+            save_final=False,
+            log_every=args.warmup + args.steps,
+        )
         timer = StepTimer(cuda)
         trainer = recipe.setup_trainer(extra_hooks=[timer])
         if cuda:
@@ -103,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     dec = model.decoder.config
     frames = int(cache[0]["frames"]) if len(cache) else 0
     n_params = sum(p.numel() for p in model.decoder.parameters())
-    dt = statistics.median(timer.times[args.warmup - 1:] or timer.times)
+    dt = statistics.median(timer.times[args.warmup - 1 :] or timer.times)
     tokens = args.batch * frames  # one token = one frame of K codebooks
     flops = 6 * n_params * tokens + 12 * dec.num_hidden_layers * dec.hidden_size * frames * tokens
     mfu = flops / dt / (args.peak_tflops * 1e12) if cuda else float("nan")
@@ -112,11 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     precision = "bf16 autocast" if recipe.trainer.precision == "bf16" else "fp32"
     print("| model | method | hardware | peak memory | tokens/s | MFU |")
     print("|---|---|---|---:|---:|---:|")
-    print(f"| musicgen decoder {dec.num_hidden_layers} × {dec.hidden_size} ({n_params / 1e6:.0f}M) | "
-          f"lab train recipe: full fine-tune, {precision}, AdamW | {hw} | "
-          f"{peak:.1f} GiB | {tokens / dt:,.0f} | {mfu:.1%} |")
-    print(f"(batch {args.batch} × {frames} frames × {dec.num_codebooks} codebooks, median {dt * 1e3:.1f} ms/step "
-          f"over {len(timer.times)} steps, final loss {result.losses[-1]:.3f})")
+    print(
+        f"| musicgen decoder {dec.num_hidden_layers} × {dec.hidden_size} ({n_params / 1e6:.0f}M) | "
+        f"lab train recipe: full fine-tune, {precision}, AdamW | {hw} | "
+        f"{peak:.1f} GiB | {tokens / dt:,.0f} | {mfu:.1%} |"
+    )
+    print(
+        f"(batch {args.batch} × {frames} frames × {dec.num_codebooks} codebooks, median {dt * 1e3:.1f} ms/step "
+        f"over {len(timer.times)} steps, final loss {result.losses[-1]:.3f})"
+    )
     return 0
 
 

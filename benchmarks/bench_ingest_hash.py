@@ -49,8 +49,15 @@ def make_files(root: Path, total_bytes: int, n_files: int, sr: int = 48000, chan
         data = rng.integers(-20000, 20000, size=(frames, channels), dtype=np.int16)
         sf.write(root / name, data, sr, subtype="PCM_16")
         names.append(name)
-        rows.append({"recording_id": f"bench-{i:03d}", "title": name, "artists": ["bench"],
-                     "description": "white noise", "audio_path": name})
+        rows.append(
+            {
+                "recording_id": f"bench-{i:03d}",
+                "title": name,
+                "artists": ["bench"],
+                "description": "white noise",
+                "audio_path": name,
+            }
+        )
     (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return names
 
@@ -89,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         ossl: list[str] = []
 
         def run_openssl() -> None:
-            out = subprocess.run(["openssl", "dgst", "-sha256", "-r", *paths], capture_output=True, text=True,
-                                 check=True).stdout
+            out = subprocess.run(
+                ["openssl", "dgst", "-sha256", "-r", *paths], capture_output=True, text=True, check=True
+            ).stdout
             ossl[:] = [line.split()[0] for line in out.splitlines()]
 
         got: dict[int, list] = {}
@@ -98,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         def run_lab(workers: int):
             def f() -> None:
                 got[workers] = hash_files(tmp, names, workers=workers)
+
             return f
 
         cat_box: list = []
@@ -105,10 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         def run_ingest() -> None:
             cat_box[:] = [ingest(tmp, "bench", workers=args.workers)]
 
-        methods = [("sha256sum (coreutils, 1 process)", run_sha256sum),
-                   ("lab hash_files, 1 worker", run_lab(1)),
-                   (f"lab hash_files, {args.workers} workers (as ingest)", run_lab(args.workers)),
-                   (f"lab ingest (hash + full decode), {args.workers} workers", run_ingest)]
+        methods = [
+            ("sha256sum (coreutils, 1 process)", run_sha256sum),
+            ("lab hash_files, 1 worker", run_lab(1)),
+            (f"lab hash_files, {args.workers} workers (as ingest)", run_lab(args.workers)),
+            (f"lab ingest (hash + full decode), {args.workers} workers", run_ingest),
+        ]
         if shutil.which("openssl"):  # a SHA-NI reference; coreutils sha256sum may lack it
             methods.insert(1, ("openssl dgst -sha256 (1 process, for reference)", run_openssl))
         times: dict[str, list[float]] = {m: [] for m, _ in methods}
@@ -124,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
 
         mb = total / 1e6
         base = statistics.median(times[methods[0][0]])
-        print(f"\n{len(paths)} WAV files, {mb:,.0f} MB total, page cache warm; median of {args.repeat} runs; "
-              f"{os.cpu_count()} CPUs visible\n")
+        print(
+            f"\n{len(paths)} WAV files, {mb:,.0f} MB total, page cache warm; median of {args.repeat} runs; "
+            f"{os.cpu_count()} CPUs visible\n"
+        )
         print("| method | seconds | MB/s | ratio vs sha256sum |")
         print("|---|---:|---:|---:|")
         for m, _ in methods:

@@ -42,8 +42,13 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 STEPS = ("clearance", "snapshot load", "card build+sign", "audit offline", "audit + consent")
-TARGETS = {"clearance": 10.0, "snapshot load": 5.0, "card build+sign": 10.0, "audit offline": 10.0,
-           "audit + consent": 20.0}  # seconds at 1M on the 2-core reference machine
+TARGETS = {
+    "clearance": 10.0,
+    "snapshot load": 5.0,
+    "card build+sign": 10.0,
+    "audit offline": 10.0,
+    "audit + consent": 20.0,
+}  # seconds at 1M on the 2-core reference machine
 RSS_TARGETS = {"snapshot load": 1024.0}  # MiB at 1M
 
 
@@ -67,7 +72,7 @@ def _paths(work: Path, n: int) -> dict[str, Path]:
 def step_clearance(work: Path, n: int) -> float:
     from scale_world import AT, build_world
 
-    from lab.jobs.clear import run_clearance
+    from lab.recipes.clear import run_clearance
     from lab.rights.heads import open_ledger
 
     p = _paths(work, n)
@@ -123,15 +128,34 @@ def step_card(work: Path, n: int) -> float:
     rids = snap.items["recording_id"].to_pylist()
     seconds = dict(zip(rids, [2.0] * len(rids)))
     keys = ensure_keypair(work / "keys")
-    lineage = Lineage(base_model=BaseModelRef(id="bench/tiny", licence="Apache-2.0", declared_training_data="none",
-                                              kind="tiny_from_config"), relation="pretrain")
-    state = TrainingState(optimizer={}, scheduler={}, rng={"world_size": 1, "ranks": [{}]},
-                          extras={"world_size": 1, "ranks": [{}]}, trainer={"step": 1})
+    lineage = Lineage(
+        base_model=BaseModelRef(
+            id="bench/tiny", licence="Apache-2.0", declared_training_data="none", kind="tiny_from_config"
+        ),
+        relation="pretrain",
+    )
+    state = TrainingState(
+        optimizer={},
+        scheduler={},
+        rng={"world_size": 1, "ranks": [{}]},
+        extras={"world_size": 1, "ranks": [{}]},
+        trainer={"step": 1},
+    )
 
     def extras(staging: Path) -> None:
         _weights(staging)
-        bundle = build_card(snapshot=snap, seconds_seen=seconds, samples=n, tokens=n * 100, lineage=lineage,
-                            inherited=None, checkpoint_id=f"bench-{n}-step-000001", step=1, config={}, seed=0)
+        bundle = build_card(
+            snapshot=snap,
+            seconds_seen=seconds,
+            samples=n,
+            tokens=n * 100,
+            lineage=lineage,
+            inherited=None,
+            checkpoint_id=f"bench-{n}-step-000001",
+            step=1,
+            config={},
+            seed=0,
+        )
         write_card_files(bundle, staging, base_model_hub_id=None)
 
     t = time.perf_counter()
@@ -170,8 +194,12 @@ RUN = {
 
 
 def _child(step: str, work: Path, n: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", step, "--work", str(work), "--sizes", str(n)],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", step, "--work", str(work), "--sizes", str(n)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if out.returncode:
         sys.exit(f"{step} at N={n} failed:\n{out.stderr[-4000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -218,8 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     for step in STEPS:
         cells = [f"{res[step, n]['s']:.2f} s, {res[step, n]['rss'] / 1024:.2f} GiB" for n in sizes]
-        exps = [math.log(max(res[step, b]["s"], 1e-3) / max(res[step, a]["s"], 1e-3)) / math.log(b / a)
-                for a, b in zip(sizes, sizes[1:])]
+        exps = [
+            math.log(max(res[step, b]["s"], 1e-3) / max(res[step, a]["s"], 1e-3)) / math.log(b / a)
+            for a, b in zip(sizes, sizes[1:])
+        ]
         target = f"≤ {TARGETS[step]:g} s" + (f", ≤ {RSS_TARGETS[step] / 1024:g} GiB" if step in RSS_TARGETS else "")
         last = res[step, sizes[-1]]
         if sizes[-1] >= 1_000_000:

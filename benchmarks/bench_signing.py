@@ -60,8 +60,10 @@ def make_checkpoint(root: Path, weight_bytes: int) -> list[Path]:
 def sign_sharded(folder: Path, private_key: Path, sig: Path) -> None:
     from model_signing import hashing, signing
 
-    cfg = hashing.Config().use_shard_serialization(shard_size=256 << 20).set_ignored_paths(
-        paths=["model.sig", sig.name], ignore_git_paths=False
+    cfg = (
+        hashing.Config()
+        .use_shard_serialization(shard_size=256 << 20)
+        .set_ignored_paths(paths=["model.sig", sig.name], ignore_git_paths=False)
     )
     signing.Config().use_elliptic_key_signer(private_key=private_key).set_hashing_config(cfg).sign(folder, sig)
 
@@ -120,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
 
         med = {k: statistics.median(v) for k, v in times.items()}
         base = med["sha256sum"]
-        print(f"\nSigning a {total / 1e9:.2f} GB checkpoint folder ({len(files)} files), "
-              f"{os.cpu_count()} CPU(s), median of {args.repeat}\n")
+        print(
+            f"\nSigning a {total / 1e9:.2f} GB checkpoint folder ({len(files)} files), "
+            f"{os.cpu_count()} CPU(s), median of {args.repeat}\n"
+        )
         print("| step | seconds | MB/s | ratio vs sha256sum |")
         print("|---|---:|---:|---:|")
         for name, t in med.items():

@@ -34,15 +34,16 @@ from __future__ import annotations
 
 import argparse
 import copy
-import itertools
 import dataclasses
+import itertools
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -50,14 +51,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lab.cards.signing import ensure_keypair  # noqa: E402
-from lab.data.codes import build_code_cache  # noqa: E402
-from lab.data.loader import MusicgenCollator, iterate_batches, model_inputs  # noqa: E402
-from lab.snapshot import load_snapshot  # noqa: E402
+from lab.data.loader import model_inputs  # noqa: E402
 from lab.recipes.train import ProvenanceHook, TrainRecipe  # noqa: E402
 from lab.train.distributed import init_distributed  # noqa: E402
 from lab.train.trainer import Trainer, TrainerConfig, build_optimizer, build_scheduler  # noqa: E402
@@ -68,7 +65,7 @@ TARGET = 0.97
 class Clock:
     """Wall and process-CPU time; CPU time is the steadier one on shared cores."""
 
-    def __enter__(self) -> "Clock":
+    def __enter__(self) -> Clock:
         self.wall, self.cpu = time.perf_counter(), time.process_time()
         return self
 
@@ -89,26 +86,47 @@ class Setup:
 def setup(work: Path, steps: int, batch_size: int) -> Setup:
     """The demo, a commercial snapshot, and the train recipe's own model, code cache, batches and hook."""
     from lab.cli.demo import build_demo, compose
-    from lab.jobs.clear import main as clear_main
+    from lab.recipes.clear import main as clear_main
 
     home, experiments = work / ".lab", work / "experiments"
     paths = [f"paths.home={home}", f"paths.experiments={experiments}", f"ledger_url=sqlite:///{home}/ledger.sqlite"]
     build_demo(home, f"sqlite:///{home}/ledger.sqlite")
     snap_path = clear_main(compose("clear", [*paths, "policy=commercial"])).snapshot_path
-    cfg = compose("train", [*paths, "experiment=demo", "policy=commercial", f"data.snapshot={snap_path}",
-                             "logger=none", f"run_dir={work / 'run'}", f"trainer.batch_size={batch_size}"])
+    cfg = compose(
+        "train",
+        [
+            *paths,
+            "experiment=demo",
+            "policy=commercial",
+            f"data.snapshot={snap_path}",
+            "logger=none",
+            f"run_dir={work / 'run'}",
+            f"trainer.batch_size={batch_size}",
+        ],
+    )
     recipe = TrainRecipe(cfg, init_distributed(device="cpu"))
     snapshot = recipe.setup_data()
     model = recipe.setup_model().model
     cache = recipe.setup_codes()
-    trainer_cfg = dataclasses.replace(recipe.setup_optimizer(), max_steps=steps, save_every=0, save_final=False,
-                                      progress=False, log_every=10,
-                                      warmup_steps=min(recipe.trainer_cfg.warmup_steps, steps // 4))
+    trainer_cfg = dataclasses.replace(
+        recipe.setup_optimizer(),
+        max_steps=steps,
+        save_every=0,
+        save_final=False,
+        progress=False,
+        log_every=10,
+        warmup_steps=min(recipe.trainer_cfg.warmup_steps, steps // 4),
+    )
     dcfg = model.decoder.config
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    info = {"params": sum(p.numel() for p in model.parameters()), "trainable": trainable,
-            "segments": len(cache), "recordings": len(snapshot), "frames": int(cache[0]["frames"]),
-            "codebooks": dcfg.num_codebooks}
+    info = {
+        "params": sum(p.numel() for p in model.parameters()),
+        "trainable": trainable,
+        "segments": len(cache),
+        "recordings": len(snapshot),
+        "frames": int(cache[0]["frames"]),
+        "codebooks": dcfg.num_codebooks,
+    }
     return Setup(model, recipe.batches, trainer_cfg, lambda: ProvenanceHook(recipe=recipe), work / "runs", info)
 
 
@@ -162,8 +180,9 @@ def bare_run(s: Setup, steps: int) -> tuple[Clock, list[float], int]:
 
 def lab_trainer(s: Setup, cfg: TrainerConfig, name: str) -> Trainer:
     out = s.out / name
-    return Trainer(copy.deepcopy(s.init), loss_fn, cfg, out_dir=out, dist=init_distributed(device="cpu"),
-                   hooks=[s.hook()])
+    return Trainer(
+        copy.deepcopy(s.init), loss_fn, cfg, out_dir=out, dist=init_distributed(device="cpu"), hooks=[s.hook()]
+    )
 
 
 def lab_run(s: Setup, steps: int, name: str) -> tuple[Clock, list[float], int]:
@@ -214,8 +233,7 @@ def interleaved(s: Setup, steps: int) -> tuple[list[tuple[float, float]], list[t
 def checkpoint_cost(s: Setup, saves: int) -> tuple[list[float], int]:
     """Seconds of each Trainer.save_checkpoint (state, weights, cards, signature) in a run saving every
     step; the first save (imports, key load) is left out."""
-    trainer = lab_trainer(s, dataclasses.replace(s.trainer_cfg, max_steps=saves + 1, save_every=1, keep_last=1),
-                          "ckpt")
+    trainer = lab_trainer(s, dataclasses.replace(s.trainer_cfg, max_steps=saves + 1, save_every=1, keep_last=1), "ckpt")
     save = trainer.save_checkpoint
     times: list[float] = []
 
@@ -258,7 +276,7 @@ def main() -> int:
         runs = []
         for i in range(args.repeats):
             pair = {}
-            for name in (("bare", "lab") if i % 2 == 0 else ("lab", "bare")):
+            for name in ("bare", "lab") if i % 2 == 0 else ("lab", "bare"):
                 pair[name] = bare_run(s, args.steps) if name == "bare" else lab_run(s, args.steps, f"run{i}")
             runs.append(pair)
         same = all(r["bare"][1] == r["lab"][1] for r in runs)
@@ -284,35 +302,51 @@ def main() -> int:
         ckpt_s = statistics.median(ckpt_times)
 
     i = s.info
-    print(f"tiny MusicGen from configs/model/tiny.yaml: {i['params'] / 1e6:.2f}M params "
-          f"({i['trainable'] / 1e6:.2f}M trainable, encoders frozen); demo code cache: {i['segments']} segments "
-          f"x {i['codebooks']} codebooks x {i['frames']} frames from {i['recordings']} cleared recordings; "
-          f"batch {args.batch}; torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
-          f"losses identical (bare vs lab): {'yes' if same else 'NO'}; "
-          f"exposure meter = samples trained: {'yes' if metered else 'NO'} "
-          f"({interleaved_samples} samples metered in the interleaved run)")
+    print(
+        f"tiny MusicGen from configs/model/tiny.yaml: {i['params'] / 1e6:.2f}M params "
+        f"({i['trainable'] / 1e6:.2f}M trainable, encoders frozen); demo code cache: {i['segments']} segments "
+        f"x {i['codebooks']} codebooks x {i['frames']} frames from {i['recordings']} cleared recordings; "
+        f"batch {args.batch}; torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
+        f"losses identical (bare vs lab): {'yes' if same else 'NO'}; "
+        f"exposure meter = samples trained: {'yes' if metered else 'NO'} "
+        f"({interleaved_samples} samples metered in the interleaved run)"
+    )
     print()
     print("| loop | steps/s (wall) | ratio | best steps/s | best ratio | CPU ms/step | CPU ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    print(f"| bare PyTorch, whole runs ({args.repeats}x{args.steps} steps, alternating) | {bare_rate:.2f} | 1.000 "
-          f"| {bare_best:.2f} | 1.000 | {bare_cpu * 1e3:.1f} | 1.000 |")
-    print(f"| lab Trainer.fit + ProvenanceHook, whole runs | {lab_rate:.2f} | {run_ratio:.3f} | {lab_best:.2f} "
-          f"| {lab_best / bare_best:.3f} | {lab_cpu * 1e3:.1f} | {run_cpu_ratio:.3f} |")
+    print(
+        f"| bare PyTorch, whole runs ({args.repeats}x{args.steps} steps, alternating) | {bare_rate:.2f} | 1.000 "
+        f"| {bare_best:.2f} | 1.000 | {bare_cpu * 1e3:.1f} | 1.000 |"
+    )
+    print(
+        f"| lab Trainer.fit + ProvenanceHook, whole runs | {lab_rate:.2f} | {run_ratio:.3f} | {lab_best:.2f} "
+        f"| {lab_best / bare_best:.3f} | {lab_cpu * 1e3:.1f} | {run_cpu_ratio:.3f} |"
+    )
     bare_min, lab_min = min(t[0] for t in bare_times), min(t[0] for t in lab_times)
-    print(f"| bare PyTorch, step-interleaved ({len(bare_times)} steps) | {1 / bare_step:.2f} | 1.000 "
-          f"| {1 / bare_min:.2f} | 1.000 | {bare_step_cpu * 1e3:.1f} | 1.000 |")
-    print(f"| lab Trainer.fit + ProvenanceHook, step-interleaved | {1 / lab_step:.2f} | {ratio:.3f} "
-          f"| {1 / lab_min:.2f} | {bare_min / lab_min:.3f} | {lab_step_cpu * 1e3:.1f} | **{cpu_ratio:.3f}** |")
+    print(
+        f"| bare PyTorch, step-interleaved ({len(bare_times)} steps) | {1 / bare_step:.2f} | 1.000 "
+        f"| {1 / bare_min:.2f} | 1.000 | {bare_step_cpu * 1e3:.1f} | 1.000 |"
+    )
+    print(
+        f"| lab Trainer.fit + ProvenanceHook, step-interleaved | {1 / lab_step:.2f} | {ratio:.3f} "
+        f"| {1 / lab_min:.2f} | {bare_min / lab_min:.3f} | {lab_step_cpu * 1e3:.1f} | **{cpu_ratio:.3f}** |"
+    )
     print()
-    print(f"lab's extra CPU time: {extra_cpu * 1e3:+.2f} ms/step ({extra_cpu / bare_cpu * 100:+.2f}% of a "
-          f"{bare_cpu * 1e3:.1f} ms step; whole runs, median)")
+    print(
+        f"lab's extra CPU time: {extra_cpu * 1e3:+.2f} ms/step ({extra_cpu / bare_cpu * 100:+.2f}% of a "
+        f"{bare_cpu * 1e3:.1f} ms step; whole runs, median)"
+    )
     every = 100
-    print(f"one checkpoint (training state + save_pretrained + data card + model card + Croissant + signature, "
-          f"{ckpt_bytes / 1e6:.1f} MB): {ckpt_s * 1e3:.0f} ms (median of {len(ckpt_times)}) = "
-          f"{ckpt_s / every / bare_step * 100:.1f}% of training time at save_every={every}")
+    print(
+        f"one checkpoint (training state + save_pretrained + data card + model card + Croissant + signature, "
+        f"{ckpt_bytes / 1e6:.1f} MB): {ckpt_s * 1e3:.0f} ms (median of {len(ckpt_times)}) = "
+        f"{ckpt_s / every / bare_step * 100:.1f}% of training time at save_every={every}"
+    )
     ok = cpu_ratio >= TARGET and same and metered
-    print(f"\ntarget: step-interleaved CPU-time ratio >= {TARGET}: {'met' if ok else 'NOT MET'} "
-          f"(wall-clock ratios swing with other load on shared cores; CPU time per step does not)")
+    print(
+        f"\ntarget: step-interleaved CPU-time ratio >= {TARGET}: {'met' if ok else 'NOT MET'} "
+        f"(wall-clock ratios swing with other load on shared cores; CPU time per step does not)"
+    )
     return 0 if ok else 1
 
 

@@ -12,8 +12,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["bench_ingest_hash.py", "bench_clearance.py", "bench_signing.py", "bench_code_cache.py",
-         "bench_trainer_overhead.py"]
+ORDER = [
+    "bench_ingest_hash.py",
+    "bench_clearance.py",
+    "bench_signing.py",
+    "bench_code_cache.py",
+    "bench_trainer_overhead.py",
+]
 
 
 def main(argv: list[str]) -> int:

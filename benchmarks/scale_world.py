@@ -34,9 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CATALOG = "scale"
 AT = datetime(2026, 6, 1, tzinfo=timezone.utc)  # the clearance moment the grants are valid at
-POLICY = {"name": "scale-commercial", "purposes": ["ai_generative_training", "commercial_output"],
-          "territory": "GB", "accept_licence_classes": ["permissive", "contract"], "contracts": {},
-          "at": AT.isoformat()}
+POLICY = {
+    "name": "scale-commercial",
+    "purposes": ["ai_generative_training", "commercial_output"],
+    "territory": "GB",
+    "accept_licence_classes": ["permissive", "contract"],
+    "contracts": {},
+    "at": AT.isoformat(),
+}
 RECORDED = AT - timedelta(days=365)
 
 
@@ -60,7 +65,8 @@ def build_catalog(home: Path, n: int) -> None:
     i = np.arange(n)
     artist = pc.binary_join_element_wise("artist ", pc.cast(pa.array(i % 5000), pa.string()), "")
     cols = {
-        "recording_id": rid, "isrc": pa.array(_ids("GBLAB", n)),
+        "recording_id": rid,
+        "isrc": pa.array(_ids("GBLAB", n)),
         "title": pc.binary_join_element_wise("study ", rid, ""),
         "artists": pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), artist),
         "description": pc.binary_join_element_wise("synthetic piece ", pc.cast(pa.array(i % 97), pa.string()), ""),
@@ -70,19 +76,27 @@ def build_catalog(home: Path, n: int) -> None:
         "extra": pa.array(np.full(n, "{}", dtype=object), pa.string()),
         "catalog": pa.array(np.full(n, CATALOG, dtype=object), pa.string()),
         "status": pa.array(np.full(n, "ok", dtype=object), pa.string()),
-        "reject_reason": pa.nulls(n, pa.string()), "reject_detail": pa.array(np.full(n, "", dtype=object), pa.string()),
-        "audio_sha256": sha, "duration_s": pa.array(30.0 + (i % 200), pa.float64()),
-        "sample_rate": pa.array(np.full(n, 44100)), "channels": pa.array(np.full(n, 2)),
-        "frames": pa.array(44100 * (30 + i % 200)), "format": pa.array(np.full(n, "FLAC", dtype=object), pa.string()),
+        "reject_reason": pa.nulls(n, pa.string()),
+        "reject_detail": pa.array(np.full(n, "", dtype=object), pa.string()),
+        "audio_sha256": sha,
+        "duration_s": pa.array(30.0 + (i % 200), pa.float64()),
+        "sample_rate": pa.array(np.full(n, 44100)),
+        "channels": pa.array(np.full(n, 2)),
+        "frames": pa.array(44100 * (30 + i % 200)),
+        "format": pa.array(np.full(n, "FLAC", dtype=object), pa.string()),
         "size_bytes": pa.array(5_000_000 + i % 100_000),
     }
     table = pa.table(cols, schema=store.SCHEMA)
     folder = store.catalog_dir(CATALOG, home)
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, folder / store.PARQUET_NAME, compression="zstd")
-    manifest = {"format": store.FORMAT, "name": CATALOG, "root": str(home / "audio"),
-                "counts": {"total": n, "ok": n, "rejected": 0},
-                "parquet": {"file": store.PARQUET_NAME, "sha256": sha256_file(folder / store.PARQUET_NAME), "rows": n}}
+    manifest = {
+        "format": store.FORMAT,
+        "name": CATALOG,
+        "root": str(home / "audio"),
+        "counts": {"total": n, "ok": n, "rejected": 0},
+        "parquet": {"file": store.PARQUET_NAME, "sha256": sha256_file(folder / store.PARQUET_NAME), "rows": n},
+    }
     pretty = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
     (folder / store.MANIFEST_NAME).write_bytes(orjson.dumps(manifest, option=pretty))
 
@@ -93,15 +107,30 @@ TEMPLATE_GRANT, TEMPLATE_RECORDING = "G-0000000", "rec-0000000"
 def _template() -> dict:
     from lab.rights.records import parse_event
 
-    return parse_event({"kind": "grant", "grant": {
-        "grant_id": "G-0000000", "version": 1, "issued_at": "2025-01-01T00:00:00Z", "issuer": "scale rights desk",
-        "subject": {"recording_id": "rec-0000000", "catalog": CATALOG}, "status": "opted_in",
-        "parties": [{"name": "Label", "role": "master_owner", "right": "master", "share": 70},
-                    {"name": "Artist", "role": "performer", "right": "master", "share": 30}],
-        "purposes": ["ai_generative_training", "commercial_output"], "territories": ["WW"],
-        "valid_from": "2025-01-01T00:00:00Z", "valid_until": "2029-01-01T00:00:00Z", "licence": "CC-BY-4.0",
-        "attribution": "scale", "compensation": {"model": "per_second_trained", "rate": 0.001, "currency": "EUR"},
-    }}).model_dump(mode="json")
+    return parse_event(
+        {
+            "kind": "grant",
+            "grant": {
+                "grant_id": "G-0000000",
+                "version": 1,
+                "issued_at": "2025-01-01T00:00:00Z",
+                "issuer": "scale rights desk",
+                "subject": {"recording_id": "rec-0000000", "catalog": CATALOG},
+                "status": "opted_in",
+                "parties": [
+                    {"name": "Label", "role": "master_owner", "right": "master", "share": 70},
+                    {"name": "Artist", "role": "performer", "right": "master", "share": 30},
+                ],
+                "purposes": ["ai_generative_training", "commercial_output"],
+                "territories": ["WW"],
+                "valid_from": "2025-01-01T00:00:00Z",
+                "valid_until": "2029-01-01T00:00:00Z",
+                "licence": "CC-BY-4.0",
+                "attribution": "scale",
+                "compensation": {"model": "per_second_trained", "rate": 0.001, "currency": "EUR"},
+            },
+        }
+    ).model_dump(mode="json")
 
 
 def build_ledger(url: str, n_grants: int, batch: int = 100_000) -> None:
@@ -136,8 +165,10 @@ def build_ledger(url: str, n_grants: int, batch: int = 100_000) -> None:
     rec = to_ts(RECORDED)
     seq_s, eid_s, prev_s = 987654321987654, "e" * 32, "f" * 64
     hashed = canonical_json(dict(zip(COLUMNS, (seq_s, eid_s, *derived, rec, payload, prev_s)))).decode()
-    assert all(hashed.count(x) == k for x, k in ((str(seq_s), 1), (eid_s, 1), (prev_s, 1), (TEMPLATE_GRANT, 2),
-                                                 (TEMPLATE_RECORDING, 2)))
+    assert all(
+        hashed.count(x) == k
+        for x, k in ((str(seq_s), 1), (eid_s, 1), (prev_s, 1), (TEMPLATE_GRANT, 2), (TEMPLATE_RECORDING, 2))
+    )
     prev = GENESIS
     base = random.getrandbits(126)
     con = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
@@ -154,8 +185,13 @@ def build_ledger(url: str, n_grants: int, batch: int = 100_000) -> None:
             cols = list(derived)
             cols[gi], cols[ri] = gid, rid
             row = (j + 1, eid, *cols, rec, payload.replace(TEMPLATE_GRANT, gid).replace(TEMPLATE_RECORDING, rid), prev)
-            text = (hashed.replace(TEMPLATE_GRANT, gid).replace(TEMPLATE_RECORDING, rid).replace(eid_s, eid)
-                    .replace(prev_s, prev).replace(str(seq_s), str(j + 1)))
+            text = (
+                hashed.replace(TEMPLATE_GRANT, gid)
+                .replace(TEMPLATE_RECORDING, rid)
+                .replace(eid_s, eid)
+                .replace(prev_s, prev)
+                .replace(str(seq_s), str(j + 1))
+            )
             prev = sha256(text.encode()).hexdigest()
             if j == 0:
                 assert prev == _row_hash(row), "templated row hash differs from the ledger's"

@@ -67,12 +67,24 @@ def postgres_url():
 
     started = False
     try:
-        r = run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync",
-                "-E", "UTF8", "--locale=C")
+        r = run(
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        )
         if r.returncode:
             pytest.fail(f"initdb failed:\n{r.stdout}\n{r.stderr}")
-        opts = (f"-c listen_addresses=127.0.0.1 -p {port} -k {root} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        opts = (
+            f"-c listen_addresses=127.0.0.1 -p {port} -k {root} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
         r = run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", opts, "start")
         if r.returncode:
             tail = log.read_text()[-2000:] if log.exists() else ""

@@ -91,8 +91,11 @@ def test_cli_config_dir_goes_in_front_of_the_env_folder(tmp_path, monkeypatch, c
     capsys.readouterr()
     assert lab_main("train", f"--config-dir={cli}", "--info", "searchpath") == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if "://" in ln]
-    order = [next(p for p in (f"file://{cli}", f"file://{env}", CONFIG_SOURCE) if p in ln) for ln in lines
-             if any(p in ln for p in (f"file://{cli}", f"file://{env}", CONFIG_SOURCE))]
+    order = [
+        next(p for p in (f"file://{cli}", f"file://{env}", CONFIG_SOURCE) if p in ln)
+        for ln in lines
+        if any(p in ln for p in (f"file://{cli}", f"file://{env}", CONFIG_SOURCE))
+    ]
     assert order == [f"file://{cli}", f"file://{env}", CONFIG_SOURCE]
 
 
@@ -102,8 +105,13 @@ def test_a_missing_config_folder_is_refused(tmp_path, capsys):
 
 
 def _tree_state() -> str:
-    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", "configs", "data_cards",
-                          "lab/resources"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all", "--", "configs", "data_cards", "lab/resources"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return "\n".join(ln for ln in out.splitlines() if "__pycache__" not in ln)
 
 

@@ -25,8 +25,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(),
-                                                   reason="builds from the git checkout")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("git") is None or not (REPO / ".git").exists(), reason="builds from the git checkout"
+    ),
+]
 
 CHECK_DEPS = """
 import importlib.metadata as md, json, sys
@@ -52,8 +56,16 @@ def _source_copy(dest: Path) -> Path:
     """The checkout's files (tracked or not ignored, symlinks kept) in a clean folder: no stale
     `build/` of an earlier build can leak removed modules into the wheel, and nothing is written
     into the source tree."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, listed):
         src, dst = REPO / rel, dest / rel
         if not src.is_symlink() and not src.is_file():
@@ -70,28 +82,51 @@ def _source_copy(dest: Path) -> Path:
 def installed(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("wheel")
     src, dist, venv, work = _source_copy(root / "src"), root / "dist", root / "venv", root / "work"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist),
-                    str(src)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist), str(src)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = dist.glob("lab-*.whl")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     py = venv / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-index",
-                    str(wheel)], check=True, capture_output=True, timeout=300)
-    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    site = Path(
+        subprocess.run(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     project_sites = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     (site / "zz_lab_project_deps.pth").write_text("".join(f"{p}\n" for p in project_sites))
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env.update(LAB_HOME=str(work / ".lab"), LAB_EXPERIMENTS=str(work / "experiments"), OMP_NUM_THREADS="1",
-               MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               WANDB_MODE="disabled", PATH=f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+    env.update(
+        LAB_HOME=str(work / ".lab"),
+        LAB_EXPERIMENTS=str(work / "experiments"),
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        WANDB_MODE="disabled",
+        PATH=f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
     return {"wheel": wheel, "venv": venv, "py": py, "lab": venv / "bin" / "lab", "work": work, "env": env, "state": {}}
 
 
 def run(inst: dict, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    r = subprocess.run([str(a) for a in args], cwd=inst["work"], env=inst["env"], capture_output=True, text=True,
-                       timeout=timeout)
+    r = subprocess.run(
+        [str(a) for a in args], cwd=inst["work"], env=inst["env"], capture_output=True, text=True, timeout=timeout
+    )
     command = " ".join(map(str, args))
     assert r.returncode == 0, f"{command} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return r
@@ -131,8 +166,19 @@ def test_train_two_steps_and_audit(installed):
     if snapshot is None:
         pytest.skip("needs the demo clearance above")
     run_dir = installed["work"] / "run"
-    run(installed, installed["lab"], "train", "experiment=demo", "policy=commercial", f"data.snapshot={snapshot}",
-        "trainer.max_steps=2", "trainer.save_every=2", "trainer.progress=false", "logger=none", f"run_dir={run_dir}")
+    run(
+        installed,
+        installed["lab"],
+        "train",
+        "experiment=demo",
+        "policy=commercial",
+        f"data.snapshot={snapshot}",
+        "trainer.max_steps=2",
+        "trainer.save_every=2",
+        "trainer.progress=false",
+        "logger=none",
+        f"run_dir={run_dir}",
+    )
     ckpts = sorted((run_dir / "checkpoints").glob("step-*"))
     assert ckpts, f"no checkpoint under {run_dir}"
     report = json.loads(run(installed, installed["lab"], "audit", ckpts[-1], "--json").stdout)

@@ -74,8 +74,12 @@ class Termination:
         return sum(self.counts.values())
 
     def to_dict(self) -> dict:
-        return {"status": self.status, "counts": self.counts, "total": self.total,
-                "sources": [asdict(t) for t in self.sources]}
+        return {
+            "status": self.status,
+            "counts": self.counts,
+            "total": self.total,
+            "sources": [asdict(t) for t in self.sources],
+        }
 
 
 @dataclass
@@ -98,9 +102,13 @@ class AuditReport:
         self.checks.append(Check(name, ok, detail))
 
     def to_dict(self) -> dict:
-        return {"checkpoint": self.checkpoint, "ok": self.ok, "status": self.status,
-                "checks": [asdict(c) for c in self.checks],
-                "termination": self.termination.to_dict() if self.termination is not None else None}
+        return {
+            "checkpoint": self.checkpoint,
+            "ok": self.ok,
+            "status": self.status,
+            "checks": [asdict(c) for c in self.checks],
+            "termination": self.termination.to_dict() if self.termination is not None else None,
+        }
 
 
 def _readme_meta(path: Path) -> dict:
@@ -110,15 +118,21 @@ def _readme_meta(path: Path) -> dict:
     return yaml.safe_load(text.split("---", 2)[1]) or {}
 
 
-def audit_checkpoint(folder: Path, *, public_key: Path, ledger: Ledger | None = None,
-                     at: datetime | None = None) -> AuditReport:
+def audit_checkpoint(
+    folder: Path, *, public_key: Path, ledger: Ledger | None = None, at: datetime | None = None
+) -> AuditReport:
     folder = Path(folder)
     report = AuditReport(str(folder))
     missing = missing_files(folder, (*WEIGHT_FILES, *CARD_FILES))
     report.add("files", not missing, "all present" if not missing else f"missing: {', '.join(missing)}")
     complete = is_complete(folder)
-    report.add("complete", complete, "COMPLETE marker lists every file at its size" if complete
-               else "no valid COMPLETE marker: an interrupted or altered write")
+    report.add(
+        "complete",
+        complete,
+        "COMPLETE marker lists every file at its size"
+        if complete
+        else "no valid COMPLETE marker: an interrupted or altered write",
+    )
     sig = verify_folder(folder, public_key)
     report.add("signature", sig.ok, sig.reason if not sig.ok else f"{sig.files} files signed by {public_key.name}")
     card = bundle = None
@@ -126,8 +140,12 @@ def audit_checkpoint(folder: Path, *, public_key: Path, ledger: Ledger | None = 
         bundle = load_card(folder)
         card = bundle.card
         report.bundle = bundle
-        report.add("data_card", True, f"valid {card.schema_id}: {card.sources.rows} sources "
-                   f"({card.sources.own_rows} own, {card.sources.inherited_rows} inherited) in {card.sources.file}")
+        report.add(
+            "data_card",
+            True,
+            f"valid {card.schema_id}: {card.sources.rows} sources "
+            f"({card.sources.own_rows} own, {card.sources.inherited_rows} inherited) in {card.sources.file}",
+        )
     except CardError as exc:
         report.add("data_card", False, "; ".join(exc.errors)[:500])
     if (folder / "README.md").is_file() and card is not None:
@@ -135,8 +153,13 @@ def audit_checkpoint(folder: Path, *, public_key: Path, ledger: Ledger | None = 
         sha = card_sha256(folder)
         said = (meta.get("data_card_sha256"), meta.get("sources_sha256"), meta.get("snapshot"))
         have = (sha, card.sources.sha256, card.snapshot.snapshot_id)
-        report.add("model_card", said == have, "README.md names this data card, its sources and snapshot"
-                   if said == have else f"README.md says card / sources / snapshot {said}, folder has {have}")
+        report.add(
+            "model_card",
+            said == have,
+            "README.md names this data card, its sources and snapshot"
+            if said == have
+            else f"README.md says card / sources / snapshot {said}, folder has {have}",
+        )
     if card is None:
         return report
     report.add("lineage", *_lineage(card))
@@ -169,11 +192,21 @@ def _consent_now(report: AuditReport, bundle, ledger: Ledger, at: datetime | Non
     card = bundle.card
     head_seq, head_hash = card.snapshot.ledger_head_seq, card.snapshot.ledger_head_hash
     then = ledger.verify(deep=False, anchor=(head_seq, head_hash))
-    report.add("ledger_then", then.ok, f"ledger still holds head {head_seq} ({head_hash[:12]}) the snapshot saw"
-               if then.ok else f"ledger chain problem: {then.first_problem}")
+    report.add(
+        "ledger_then",
+        then.ok,
+        f"ledger still holds head {head_seq} ({head_hash[:12]}) the snapshot saw"
+        if then.ok
+        else f"ledger chain problem: {then.first_problem}",
+    )
     p = card.snapshot.policy
-    policy = Policy(name=p.name, purposes=p.purposes, territory=p.territory,
-                    accept_licence_classes=p.accept_licence_classes, contracts=p.contracts)
+    policy = Policy(
+        name=p.name,
+        purposes=p.purposes,
+        territory=p.territory,
+        accept_licence_classes=p.accept_licence_classes,
+        contracts=p.contracts,
+    )
     keys = ["recording_id", "isrc", "audio_sha256", "catalog"]  # each recording once, own or inherited
     sources = bundle.sources.select(keys).group_by(keys, use_threads=False).aggregate([])
     try:  # a ledger that lost the snapshot's head may still verify as a chain: ask it, it is the ledger now
@@ -219,8 +252,11 @@ def termination_status(sources: pa.Table, refused: pa.Table, *, limit: int = LIS
     for r in listed.to_pylist():
         k = (r["recording_id"], r["catalog"])
         g, seen = grants[k]
-        terminated.append(Terminated(*k, why[k]["reason"] or "", why[k]["detail"] or "", _RULES[int(r["rank_max"])],
-                                     sorted(g), sorted(seen)))
+        terminated.append(
+            Terminated(
+                *k, why[k]["reason"] or "", why[k]["detail"] or "", _RULES[int(r["rank_max"])], sorted(g), sorted(seen)
+            )
+        )
     return Termination(STATUS_OF_RULE[next(iter(counts))], counts, terminated)
 
 

@@ -16,10 +16,17 @@ from .store import CatalogNotFoundError, catalog_dir
 
 CARD_NAME = "card.md"
 MAX_LISTED = 1000  # recordings listed in the card's table; `lab catalog show NAME -n 0` lists all
-DEFAULT_CONSENT = ("Consent is not recorded in this card: the rights ledger (`lab rights`) holds it, and "
-                   "`lab clear` decides per recording, under a policy, at a moment.")
-_SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-          (10_000_000, "1M<n<10M")]
+DEFAULT_CONSENT = (
+    "Consent is not recorded in this card: the rights ledger (`lab rights`) holds it, and "
+    "`lab clear` decides per recording, under a policy, at a moment."
+)
+_SIZES = [
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+]
 
 
 def size_category(n: int) -> str:
@@ -38,25 +45,39 @@ def render_dataset_card(cat, consent: str = DEFAULT_CONSENT) -> str:
         "task_categories": ["text-to-audio"],
         "tags": ["music", "consent-cleared", "lab"],
         "size_categories": [size_category(len(cat.items))],
-        "lab": {"catalog": cat.name, "recordings": len(cat.items), "decoded": len(ok),
-                "rejected": dict(sorted(rejected.items())), "declared_licences": licences},
+        "lab": {
+            "catalog": cat.name,
+            "recordings": len(cat.items),
+            "decoded": len(ok),
+            "rejected": dict(sorted(rejected.items())),
+            "declared_licences": licences,
+        },
     }
     hours = sum(i.duration_s or 0 for i in ok) / 3600
     lines = [
-        "---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
-        f"# lab catalogue `{cat.name}`", "",
+        "---",
+        yaml.safe_dump(meta, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# lab catalogue `{cat.name}`",
+        "",
         "A catalogue ingested by `lab catalog ingest`. Declared licences here are informational: "
-        "only the rights ledger's grants decide what a model may be trained on (`lab clear`).", "",
+        "only the rights ledger's grants decide what a model may be trained on (`lab clear`).",
+        "",
         f"- recordings: {len(cat.items)} ({len(ok)} decoded, {sum(rejected.values())} rejected at ingest)",
         f"- audio: {hours * 60:.1f} minutes",
-        "", "## Recordings", "",
+        "",
+        "## Recordings",
+        "",
         "| recording | ISRC | title | artists | rights holders | status | description |",
         "|---|---|---|---|---|---|---|",
     ]
     for i in cat.items[:MAX_LISTED]:
         status = "ok" if i.status == "ok" else f"rejected: {i.reject_reason}"
-        lines.append(f"| {i.recording_id} | {i.isrc or ''} | {i.title} | {', '.join(i.artists)} | "
-                     f"{', '.join(i.rights_holders)} | {status} | {i.description} |")
+        lines.append(
+            f"| {i.recording_id} | {i.isrc or ''} | {i.title} | {', '.join(i.artists)} | "
+            f"{', '.join(i.rights_holders)} | {status} | {i.description} |"
+        )
     if len(cat.items) > MAX_LISTED:
         lines += ["", f"… and {len(cat.items) - MAX_LISTED} more: `lab catalog show {cat.name} --limit 0`."]
     lines += ["", "## Consent", "", consent, ""]

@@ -24,19 +24,37 @@ SECONDS = 4.0
 ISSUER = "lab rights desk"
 ALL_USES = ["ai_training", "ai_generative_training", "ai_inference", "commercial_output"]
 
-ARTISTS = ["Mara Quell", "The Low Orchard", "Ines Varga", "Kofi Mensah Trio", "Juniper Static", "Odile Baptiste",
-           "Harbour Lights", "Tomasz Wren", "Saffron Delay", "Nilo Ahn", "Greywater Choir", "Lumen Fields"]
+ARTISTS = [
+    "Mara Quell",
+    "The Low Orchard",
+    "Ines Varga",
+    "Kofi Mensah Trio",
+    "Juniper Static",
+    "Odile Baptiste",
+    "Harbour Lights",
+    "Tomasz Wren",
+    "Saffron Delay",
+    "Nilo Ahn",
+    "Greywater Choir",
+    "Lumen Fields",
+]
 LABELS = ["Northwind Records", "Fieldnote Music", "Tidewater Audio"]
 PUBLISHERS = ["Open Stave Publishing", "Cedar Lane Songs"]
 
 # Case per recording index; the rest are plain opt-ins. Every exclusion reason appears.
 CASES = {
-    3: "opted_out", 4: "opted_out",
-    7: "revoked", 8: "revoked",
-    11: "expired", 12: "expired_event",
-    15: "territory", 16: "territory",
-    19: "non_commercial", 20: "non_commercial",
-    23: "no_grant", 24: "no_grant",
+    3: "opted_out",
+    4: "opted_out",
+    7: "revoked",
+    8: "revoked",
+    11: "expired",
+    12: "expired_event",
+    15: "territory",
+    16: "territory",
+    19: "non_commercial",
+    20: "non_commercial",
+    23: "no_grant",
+    24: "no_grant",
     27: "corrupt",
     30: "duplicate",  # same audio as recording 0
     31: "purpose",
@@ -99,17 +117,27 @@ def write_demo_source(folder: Path, now: datetime, n: int = 36, seed: int = 0) -
             rel = f"audio/{_rid(i)}.{formats[0]}"
             path.write_bytes((folder / paths[0]).read_bytes())
         else:
-            sf.write(path, render(spec, SECONDS, SAMPLE_RATE), SAMPLE_RATE,
-                     subtype={"wav": "PCM_16", "flac": "PCM_16", "ogg": "VORBIS"}[fmt])
+            sf.write(
+                path,
+                render(spec, SECONDS, SAMPLE_RATE),
+                SAMPLE_RATE,
+                subtype={"wav": "PCM_16", "flac": "PCM_16", "ogg": "VORBIS"}[fmt],
+            )
         paths.append(rel)
         artist = ARTISTS[i % len(ARTISTS)]
-        meta.append({
-            "recording_id": _rid(i), "isrc": _isrc(i),
-            "title": f"{spec.key} {spec.mode} study no. {i + 1}",
-            "artists": [artist], "description": spec.caption(),
-            "rights_holders": [LABELS[i % len(LABELS)], PUBLISHERS[i % len(PUBLISHERS)], artist],
-            "licence": _stated_licence(i), "audio_path": rel,
-        } | ({"extra": EXTRA[i]} if i in EXTRA else {}))
+        meta.append(
+            {
+                "recording_id": _rid(i),
+                "isrc": _isrc(i),
+                "title": f"{spec.key} {spec.mode} study no. {i + 1}",
+                "artists": [artist],
+                "description": spec.caption(),
+                "rights_holders": [LABELS[i % len(LABELS)], PUBLISHERS[i % len(PUBLISHERS)], artist],
+                "licence": _stated_licence(i),
+                "audio_path": rel,
+            }
+            | ({"extra": EXTRA[i]} if i in EXTRA else {})
+        )
     metadata = folder / "metadata.jsonl"
     write_text(metadata, "".join(json.dumps(m) + "\n" for m in meta))
     events = _ledger_events(folder, meta, now)
@@ -126,7 +154,10 @@ def _grant(i: int, m: dict, now: datetime, sha: str | None, **over) -> dict:
     artist = m["artists"][0]
     label, publisher = m["rights_holders"][0], m["rights_holders"][1]
     g = {
-        "grant_id": f"G-{i:04d}", "version": 1, "issued_at": _iso(now - timedelta(days=200)), "issuer": ISSUER,
+        "grant_id": f"G-{i:04d}",
+        "version": 1,
+        "issued_at": _iso(now - timedelta(days=200)),
+        "issuer": ISSUER,
         "subject": {"recording_id": m["recording_id"], "catalog": CATALOG, "isrc": m["isrc"]}
         | ({"audio_sha256": sha} if sha else {}),
         "status": "opted_in",
@@ -136,11 +167,13 @@ def _grant(i: int, m: dict, now: datetime, sha: str | None, **over) -> dict:
             {"name": publisher, "role": "publisher", "right": "composition", "share": 50},
             {"name": artist, "role": "composer", "right": "composition", "share": 50},
         ],
-        "purposes": ALL_USES, "territories": ["WW"],
-        "valid_from": _iso(now - timedelta(days=180)), "valid_until": _iso(now + timedelta(days=540)),
+        "purposes": ALL_USES,
+        "territories": ["WW"],
+        "valid_from": _iso(now - timedelta(days=180)),
+        "valid_until": _iso(now + timedelta(days=540)),
         "on_termination": "retrain" if i % 3 == 0 else "retain",
         "licence": "CC-BY-4.0",
-        "attribution": f"\"{m['title']}\" by {artist} ({label}), used with permission for AI training",
+        "attribution": f'"{m["title"]}" by {artist} ({label}), used with permission for AI training',
         "compensation": {"model": "per_second_trained", "rate": 0.002, "currency": "EUR"},
         "evidence": f"demo://consent-forms/{m['recording_id']}.pdf",
     }
@@ -157,9 +190,23 @@ def _ledger_events(folder: Path, meta: list[dict], now: datetime) -> list[dict]:
         if case == "no_grant":
             continue
         if case == "opted_out":
-            events.append({"kind": "grant", "grant": _grant(
-                i, m, now, sha, status="opted_out", purposes=[], territories=[], parties=[],
-                attribution="", evidence=f"demo://opt-outs/{m['recording_id']}.pdf")})
+            events.append(
+                {
+                    "kind": "grant",
+                    "grant": _grant(
+                        i,
+                        m,
+                        now,
+                        sha,
+                        status="opted_out",
+                        purposes=[],
+                        territories=[],
+                        parties=[],
+                        attribution="",
+                        evidence=f"demo://opt-outs/{m['recording_id']}.pdf",
+                    ),
+                }
+            )
             # The label's catalogue grant exists too; the artist's opt-out must still win.
             events.append({"kind": "grant", "grant": _grant(i, m, now, sha, grant_id=f"G-{i:04d}-label")})
             continue
@@ -180,13 +227,38 @@ def _ledger_events(folder: Path, meta: list[dict], now: datetime) -> list[dict]:
             over = {"licence": "LicenseRef-lab-demo-catalogue-deal"}
         events.append({"kind": "grant", "grant": _grant(i, m, now, sha, **over)})
         if case == "revoked":
-            events.append({"kind": "revoke", "grant_id": f"G-{i:04d}", "issuer": m["artists"][0],
-                           "reason": "artist withdrew consent", "effective_at": _iso(now - timedelta(days=2))})
+            events.append(
+                {
+                    "kind": "revoke",
+                    "grant_id": f"G-{i:04d}",
+                    "issuer": m["artists"][0],
+                    "reason": "artist withdrew consent",
+                    "effective_at": _iso(now - timedelta(days=2)),
+                }
+            )
         elif case == "expired_event":
-            events.append({"kind": "expire", "grant_id": f"G-{i:04d}", "effective_at": _iso(now - timedelta(days=1)),
-                           "reason": "label deal ended early"})
+            events.append(
+                {
+                    "kind": "expire",
+                    "grant_id": f"G-{i:04d}",
+                    "effective_at": _iso(now - timedelta(days=1)),
+                    "reason": "label deal ended early",
+                }
+            )
         elif case == "amended":
-            events.append({"kind": "amend", "grant": _grant(
-                i, m, now, sha, version=2, supersedes=f"G-{i:04d}", territories=["WW"],
-                issued_at=_iso(now - timedelta(days=10)))})
+            events.append(
+                {
+                    "kind": "amend",
+                    "grant": _grant(
+                        i,
+                        m,
+                        now,
+                        sha,
+                        version=2,
+                        supersedes=f"G-{i:04d}",
+                        territories=["WW"],
+                        issued_at=_iso(now - timedelta(days=10)),
+                    ),
+                }
+            )
     return events

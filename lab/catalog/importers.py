@@ -94,9 +94,7 @@ def find_metadata(source: str | Path, metadata: str | Path | None = None) -> Pat
     if not found:
         raise CatalogError(f"no metadata file in {source}: expected one of {', '.join(METADATA_NAMES)}")
     if len(found) > 1:
-        raise CatalogError(
-            f"both {found[0].name} and {found[1].name} are in {source}; pass --metadata to choose one"
-        )
+        raise CatalogError(f"both {found[0].name} and {found[1].name} are in {source}; pass --metadata to choose one")
     return found[0]
 
 
@@ -147,8 +145,7 @@ def load_metadata(path: str | Path) -> MetadataFile:
         issues.append(MetadataIssue(name, None, None, "no recordings in metadata file"))
     if issues:
         n = len(issues)
-        raise CatalogError(f"{n} problem{'s' if n != 1 else ''} in metadata file {name}; nothing was written",
-                           issues)
+        raise CatalogError(f"{n} problem{'s' if n != 1 else ''} in metadata file {name}; nothing was written", issues)
     return MetadataFile(path=path, format=fmt, sha256=sha256_hex(data), rows=rows, lines=lines)
 
 
@@ -233,8 +230,15 @@ def _csv_rows(data: bytes, name: str, issues: list[MetadataIssue]) -> Iterator[t
             issues.append(MetadataIssue(name, 1, "(empty)", "column has no name"))
             header_ok = False
         elif col == "extra":
-            issues.append(MetadataIssue(name, 1, col, "in a CSV, give each extra fact a column of its own "
-                                                      "(every column lab does not know goes into extra)"))
+            issues.append(
+                MetadataIssue(
+                    name,
+                    1,
+                    col,
+                    "in a CSV, give each extra fact a column of its own "
+                    "(every column lab does not know goes into extra)",
+                )
+            )
             header_ok = False
         elif header.count(col) > 1:
             issues.append(MetadataIssue(name, 1, col, "column appears more than once"))
@@ -263,8 +267,7 @@ def _csv_rows(data: bytes, name: str, issues: list[MetadataIssue]) -> Iterator[t
         if not values or (len(values) == 1 and not values[0].strip()):
             continue
         if len(values) != len(header):
-            issues.append(MetadataIssue(name, start, None,
-                                        f"{len(values)} fields but the header has {len(header)}"))
+            issues.append(MetadataIssue(name, start, None, f"{len(values)} fields but the header has {len(header)}"))
             continue
         obj: dict[str, Any] = {}
         extra: dict[str, str] = {}

@@ -73,8 +73,9 @@ def _resolve_inside(root: str, rel: str) -> str:
         raise AudioRejected("path_outside_catalogue", "audio_path contains a NUL byte")
     p = PurePosixPath(rel)
     if p.is_absolute():
-        raise AudioRejected("path_outside_catalogue",
-                            f"absolute path {rel!r}; audio paths are relative to the catalogue root")
+        raise AudioRejected(
+            "path_outside_catalogue", f"absolute path {rel!r}; audio paths are relative to the catalogue root"
+        )
     if ".." in p.parts:
         raise AudioRejected("path_outside_catalogue", f"{rel!r} has a '..' component")
     real = os.path.realpath(os.path.join(root, *p.parts))
@@ -193,8 +194,9 @@ def _check_riff(fd: int, size: int) -> None:
         if cid == b"data":
             have = size - off - 8
             if clen > have:
-                raise AudioRejected("decode_error",
-                                    f"truncated: WAV data chunk declares {clen} bytes, file holds {have}")
+                raise AudioRejected(
+                    "decode_error", f"truncated: WAV data chunk declares {clen} bytes, file holds {have}"
+                )
             return
         off += 8 + clen + (clen & 1)
     raise AudioRejected("decode_error", "WAV file has no complete data chunk")
@@ -215,7 +217,7 @@ def _check_ogg(fd: int, size: int) -> None:
         if pos + 27 <= len(tail) and tail[pos + 4] == 0:
             nseg = tail[pos + 26]
             if pos + 27 + nseg <= len(tail):
-                body = sum(tail[pos + 27: pos + 27 + nseg])
+                body = sum(tail[pos + 27 : pos + 27 + nseg])
                 if pos + 27 + nseg + body == len(tail):
                     if not tail[pos + 5] & 0x04:
                         raise AudioRejected("decode_error", "truncated: Ogg stream has no end-of-stream page")
@@ -267,8 +269,9 @@ def probe_audio(root: str | Path, rel: str) -> AudioFacts:
     try:
         sha, nbytes = sha256_fd(fd)
         if nbytes != st.st_size:
-            raise AudioRejected("decode_error",
-                                f"file changed while reading ({nbytes} bytes read, {st.st_size} expected)")
+            raise AudioRejected(
+                "decode_error", f"file changed while reading ({nbytes} bytes read, {st.st_size} expected)"
+            )
         fmt, sr, ch, frames = _decode(fd, st)
         if os.fstat(fd).st_mtime_ns != st.st_mtime_ns:
             raise AudioRejected("decode_error", "file changed while reading")
@@ -287,14 +290,34 @@ def _item(real_root: str, catalog: str, meta: RecordingMeta) -> CatalogItem:
     try:
         a = probe_audio(real_root, meta.audio_path)
     except AudioRejected as exc:
-        return CatalogItem(**base, catalog=catalog, status="rejected", reject_reason=exc.reason,
-                           reject_detail=exc.detail, audio_sha256=exc.sha256, size_bytes=exc.size)
+        return CatalogItem(
+            **base,
+            catalog=catalog,
+            status="rejected",
+            reject_reason=exc.reason,
+            reject_detail=exc.detail,
+            audio_sha256=exc.sha256,
+            size_bytes=exc.size,
+        )
     except Exception as exc:  # a row never vanishes, even on a bug: it is rejected and says why
-        return CatalogItem(**base, catalog=catalog, status="rejected", reject_reason="decode_error",
-                           reject_detail=f"unexpected {type(exc).__name__}: {exc}")
-    return CatalogItem(**base, catalog=catalog, audio_sha256=a.sha256, duration_s=a.duration_s,
-                       sample_rate=a.sample_rate, channels=a.channels, frames=a.frames,
-                       format=a.format, size_bytes=a.size_bytes)
+        return CatalogItem(
+            **base,
+            catalog=catalog,
+            status="rejected",
+            reject_reason="decode_error",
+            reject_detail=f"unexpected {type(exc).__name__}: {exc}",
+        )
+    return CatalogItem(
+        **base,
+        catalog=catalog,
+        audio_sha256=a.sha256,
+        duration_s=a.duration_s,
+        sample_rate=a.sample_rate,
+        channels=a.channels,
+        frames=a.frames,
+        format=a.format,
+        size_bytes=a.size_bytes,
+    )
 
 
 def flag_duplicates(items: list[CatalogItem]) -> list[CatalogItem]:
@@ -311,10 +334,13 @@ def flag_duplicates(items: list[CatalogItem]) -> list[CatalogItem]:
         for i in idx:
             others = [r for r in ids if r != items[i].recording_id]
             named = ", ".join(others[:20]) + (f" and {len(others) - 20} more" if len(others) > 20 else "")
-            out[i] = items[i].model_copy(update={
-                "status": "rejected", "reject_reason": "duplicate_audio",
-                "reject_detail": f"same audio (sha256 {sha[:16]}…) as {named}; ownership is ambiguous",
-            })
+            out[i] = items[i].model_copy(
+                update={
+                    "status": "rejected",
+                    "reject_reason": "duplicate_audio",
+                    "reject_detail": f"same audio (sha256 {sha[:16]}…) as {named}; ownership is ambiguous",
+                }
+            )
     return out
 
 
@@ -337,8 +363,7 @@ def ingest(source: str | Path, catalog: str, metadata: str | Path | None = None,
     manifest = {
         "name": catalog,
         "root": real_root,
-        "metadata": {"path": str(meta_path.resolve()), "format": mf.format, "sha256": mf.sha256,
-                     "rows": len(mf.rows)},
+        "metadata": {"path": str(meta_path.resolve()), "format": mf.format, "sha256": mf.sha256, "rows": len(mf.rows)},
         "created_at": to_ts(utcnow()),
         "counts": item_counts(items),
         "decoder": {"soundfile": sf.__version__, "libsndfile": sf.__libsndfile_version__},

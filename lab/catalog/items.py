@@ -45,8 +45,10 @@ class RecordingMeta(BaseModel):
     audio_path: str = Field(min_length=1, max_length=1024, description="relative to the catalogue root")
     extra: dict[str, ExtraValue] = Field(
         default_factory=dict,
-        json_schema_extra={"maxProperties": MAX_EXTRA_KEYS,
-                           "propertyNames": {"minLength": 1, "maxLength": MAX_EXTRA_KEY, "pattern": r"\S"}},
+        json_schema_extra={
+            "maxProperties": MAX_EXTRA_KEYS,
+            "propertyNames": {"minLength": 1, "maxLength": MAX_EXTRA_KEY, "pattern": r"\S"},
+        },
         description=f"facts lab carries to the snapshot and the data card without interpreting them: "
         f"at most {MAX_EXTRA_KEYS} keys of 1..{MAX_EXTRA_KEY} characters, each a JSON scalar or a list of "
         f"at most {MAX_NAMES} scalars; at most {MAX_EXTRA_BYTES} bytes as canonical JSON",

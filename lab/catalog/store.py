@@ -34,14 +34,30 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 _STR = pa.string()
 _LIST = pa.list_(pa.string())
-SCHEMA = pa.schema([
-    ("recording_id", _STR), ("isrc", _STR), ("title", _STR), ("artists", _LIST),
-    ("description", _STR), ("rights_holders", _LIST), ("licence", _STR), ("audio_path", _STR),
-    ("extra", _STR),  # canonical JSON text of the row's `extra` object ("{}" when none)
-    ("catalog", _STR), ("status", _STR), ("reject_reason", _STR), ("reject_detail", _STR),
-    ("audio_sha256", _STR), ("duration_s", pa.float64()), ("sample_rate", pa.int64()),
-    ("channels", pa.int64()), ("frames", pa.int64()), ("format", _STR), ("size_bytes", pa.int64()),
-])
+SCHEMA = pa.schema(
+    [
+        ("recording_id", _STR),
+        ("isrc", _STR),
+        ("title", _STR),
+        ("artists", _LIST),
+        ("description", _STR),
+        ("rights_holders", _LIST),
+        ("licence", _STR),
+        ("audio_path", _STR),
+        ("extra", _STR),  # canonical JSON text of the row's `extra` object ("{}" when none)
+        ("catalog", _STR),
+        ("status", _STR),
+        ("reject_reason", _STR),
+        ("reject_detail", _STR),
+        ("audio_sha256", _STR),
+        ("duration_s", pa.float64()),
+        ("sample_rate", pa.int64()),
+        ("channels", pa.int64()),
+        ("frames", pa.int64()),
+        ("format", _STR),
+        ("size_bytes", pa.int64()),
+    ]
+)
 assert SCHEMA.names == list(CatalogItem.model_fields), "catalog parquet schema out of step with CatalogItem"
 
 
@@ -72,8 +88,12 @@ class Catalog(BaseModel):
 def item_counts(items: list[CatalogItem]) -> dict[str, Any]:
     ok = sum(1 for i in items if i.status == "ok")
     by_reason = Counter(i.reject_reason or "unknown" for i in items if i.status != "ok")
-    return {"total": len(items), "ok": ok, "rejected": len(items) - ok,
-            "rejected_by_reason": dict(sorted(by_reason.items()))}
+    return {
+        "total": len(items),
+        "ok": ok,
+        "rejected": len(items) - ok,
+        "rejected_by_reason": dict(sorted(by_reason.items())),
+    }
 
 
 # --------------------------------------------------------------------------- paths
@@ -82,8 +102,10 @@ def item_counts(items: list[CatalogItem]) -> dict[str, Any]:
 def check_name(name: str) -> str:
     """Catalogue names are one path component: `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`."""
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise CatalogError(f"invalid catalogue name {name!r}: use letters, digits, '.', '_' or '-' "
-                           "(starting with a letter or digit, at most 64 characters)")
+        raise CatalogError(
+            f"invalid catalogue name {name!r}: use letters, digits, '.', '_' or '-' "
+            "(starting with a letter or digit, at most 64 characters)"
+        )
     return name
 
 
@@ -136,14 +158,19 @@ def save_catalog(cat: Catalog, home: str | Path | None = None) -> Path:
         try:
             pq.write_table(items_to_table(cat.items), staging / PARQUET_NAME, compression="zstd")
             manifest = dict(cat.manifest)
-            manifest.update({
-                "format": FORMAT,
-                "name": name,
-                "root": str(Path(cat.root).resolve()),
-                "counts": item_counts(cat.items),
-                "parquet": {"file": PARQUET_NAME, "sha256": sha256_file(staging / PARQUET_NAME),
-                            "rows": len(cat.items)},
-            })
+            manifest.update(
+                {
+                    "format": FORMAT,
+                    "name": name,
+                    "root": str(Path(cat.root).resolve()),
+                    "counts": item_counts(cat.items),
+                    "parquet": {
+                        "file": PARQUET_NAME,
+                        "sha256": sha256_file(staging / PARQUET_NAME),
+                        "rows": len(cat.items),
+                    },
+                }
+            )
             (staging / MANIFEST_NAME).write_bytes(_manifest_bytes(manifest))
             publish_dir(staging, final)
         except BaseException:

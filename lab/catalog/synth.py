@@ -37,8 +37,10 @@ class ClipSpec:
     def caption(self) -> str:
         drums = " over a steady kick and hi-hat" if self.with_drums else ""
         mood = "bright and upbeat" if self.mode == "major" else "moody and reflective"
-        return (f"{TIMBRES[self.timbre]} playing {PATTERNS[self.pattern]} in {self.key} {self.mode} "
-                f"at {self.bpm} bpm{drums}, {mood}")
+        return (
+            f"{TIMBRES[self.timbre]} playing {PATTERNS[self.pattern]} in {self.key} {self.mode} "
+            f"at {self.bpm} bpm{drums}, {mood}"
+        )
 
 
 def _midi_hz(m: np.ndarray | float) -> np.ndarray:
@@ -58,8 +60,12 @@ def _note(timbre: str, hz: float, n: int, sr: int, rng: np.random.Generator) -> 
     if timbre == "bells":  # inharmonic FM
         env = np.exp(-3.0 * t)
         return env * np.sin(2 * np.pi * hz * t + 2.0 * env * np.sin(2 * np.pi * hz * 3.5 * t))
-    harmonics = {"piano": [1, 0.5, 0.25, 0.12], "organ": [1, 0.8, 0.6, 0.4, 0.3],
-                 "bass": [1, 0.6, 0.35, 0.2, 0.1, 0.05], "pad": [1, 0.5, 0.33, 0.25]}[timbre]
+    harmonics = {
+        "piano": [1, 0.5, 0.25, 0.12],
+        "organ": [1, 0.8, 0.6, 0.4, 0.3],
+        "bass": [1, 0.6, 0.35, 0.2, 0.1, 0.05],
+        "pad": [1, 0.5, 0.33, 0.25],
+    }[timbre]
     sig = sum(a * np.sin(2 * np.pi * hz * (k + 1) * t) for k, a in enumerate(harmonics))
     if timbre == "pad":
         sig = sig + 0.7 * np.sin(2 * np.pi * hz * 1.004 * t)
@@ -79,10 +85,10 @@ def _drums(total: int, beat: int, sr: int, rng: np.random.Generator) -> np.ndarr
     hat_n = int(0.04 * sr)
     hat = rng.uniform(-1, 1, hat_n) * np.exp(-np.arange(hat_n) / (0.008 * sr))
     for start in range(0, total, beat):
-        out[start:start + kick_n] += kick[: total - start]
+        out[start : start + kick_n] += kick[: total - start]
         h = start + beat // 2
         if h < total:
-            out[h:h + hat_n] += 0.3 * hat[: total - h]
+            out[h : h + hat_n] += 0.3 * hat[: total - h]
     return out
 
 
@@ -105,7 +111,7 @@ def render(spec: ClipSpec, seconds: float = 4.0, sr: int = 32000) -> np.ndarray:
         d = int(degrees[k % len(degrees)])
         midi = root + 12 * (d // 7) + scale[d % 7]
         n = min(total - start, int(step * (2.5 if spec.timbre in ("pad", "organ") else 1.8)))
-        out[start:start + n] += _note(spec.timbre, float(_midi_hz(midi)), n, sr, rng)
+        out[start : start + n] += _note(spec.timbre, float(_midi_hz(midi)), n, sr, rng)
     if spec.with_drums:
         out += 0.6 * _drums(total, beat, sr, rng)
     out += 0.002 * rng.standard_normal(total)  # a little room noise: real recordings are never silent
@@ -118,13 +124,15 @@ def demo_specs(n: int, seed: int = 0) -> list[ClipSpec]:
     timbres, keys, modes = list(TIMBRES), list(KEYS), list(SCALES)
     specs = []
     for i in range(n):
-        specs.append(ClipSpec(
-            timbre=timbres[i % len(timbres)],
-            key=keys[int(rng.integers(len(keys)))],
-            mode=modes[int(rng.integers(2))],
-            bpm=int(rng.choice([72, 84, 96, 110, 120, 132])),
-            pattern=list(PATTERNS)[int(rng.integers(len(PATTERNS)))],
-            with_drums=bool(rng.integers(2)),
-            seed=seed * 1000 + i,
-        ))
+        specs.append(
+            ClipSpec(
+                timbre=timbres[i % len(timbres)],
+                key=keys[int(rng.integers(len(keys)))],
+                mode=modes[int(rng.integers(2))],
+                bpm=int(rng.choice([72, 84, 96, 110, 120, 132])),
+                pattern=list(PATTERNS)[int(rng.integers(len(PATTERNS)))],
+                with_drums=bool(rng.integers(2)),
+                seed=seed * 1000 + i,
+            )
+        )
     return specs

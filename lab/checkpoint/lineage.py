@@ -32,8 +32,9 @@ def is_lab_checkpoint(path: Path) -> bool:
     return (Path(path) / "data_card.json").is_file()
 
 
-def read_parent(path: Path, public_key: Path, *, model_digest: str, model_id: str | None = None,
-                licence: str | None = None) -> Parent:
+def read_parent(
+    path: Path, public_key: Path, *, model_digest: str, model_id: str | None = None, licence: str | None = None
+) -> Parent:
     """Verify `path` (signature over every file, then its card) and describe it as a base."""
     path = Path(path)
     try:
@@ -45,11 +46,16 @@ def read_parent(path: Path, public_key: Path, *, model_digest: str, model_id: st
     sha = card_sha256(path)
     weights_licence = licence or card.licence.expression  # the parent's derived licence: its base's and sources'
     base = BaseModelRef(
-        id=model_id or card.identity.checkpoint_id, digest=model_digest, licence=weights_licence,
+        id=model_id or card.identity.checkpoint_id,
+        digest=model_digest,
+        licence=weights_licence,
         declared_training_data=f"lab checkpoint {card.identity.checkpoint_id} (snapshot {card.snapshot.snapshot_id})",
-        card=BaseCardRef(path=str(path / "data_card.json"), sha256=sha,
-                         summary=f"{bundle.sources.num_rows} sources, {card.exposure.total_seconds:.1f} s seen"),
-        kind="lab_checkpoint")
-    parent = ParentCheckpoint(checkpoint_id=card.identity.checkpoint_id, data_card_sha256=sha,
-                              path=str(path.resolve()))
+        card=BaseCardRef(
+            path=str(path / "data_card.json"),
+            sha256=sha,
+            summary=f"{bundle.sources.num_rows} sources, {card.exposure.total_seconds:.1f} s seen",
+        ),
+        kind="lab_checkpoint",
+    )
+    parent = ParentCheckpoint(checkpoint_id=card.identity.checkpoint_id, data_card_sha256=sha, path=str(path.resolve()))
     return Parent(base=base, checkpoint=parent, sources=bundle.sources, licence=weights_licence)

@@ -43,8 +43,9 @@ def load_training_state(path: str | os.PathLike, map_location: str | torch.devic
     def load(name: str) -> Any:
         return torch.load(ts / name, map_location=map_location, weights_only=True)
 
-    return TrainingState(**{name: load(f"{name}.pt") for name in _FILES},
-                         trainer=json.loads((ts / "trainer.json").read_text("utf-8")))
+    return TrainingState(
+        **{name: load(f"{name}.pt") for name in _FILES}, trainer=json.loads((ts / "trainer.json").read_text("utf-8"))
+    )
 
 
 def save_training_state(folder: str | os.PathLike, state: TrainingState) -> None:

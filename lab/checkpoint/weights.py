@@ -43,7 +43,9 @@ def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
         return state
     if (directory / "pytorch_model.bin").exists():
         return torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"no model weights (model.pt, model.safetensors[.index.json], pytorch_model.bin) in {directory}")
+    raise FileNotFoundError(
+        f"no model weights (model.pt, model.safetensors[.index.json], pytorch_model.bin) in {directory}"
+    )
 
 
 def load_model_files(model: nn.Module, directory: str | os.PathLike) -> None:
@@ -51,12 +53,14 @@ def load_model_files(model: nn.Module, directory: str | os.PathLike) -> None:
     state = _read_weights(Path(directory))
     result = model.load_state_dict(state, strict=False)
     if result.unexpected_keys:
-        raise RuntimeError(f"checkpoint {directory} does not match the model: unexpected keys "
-                           f"{result.unexpected_keys[:10]}")
+        raise RuntimeError(
+            f"checkpoint {directory} does not match the model: unexpected keys {result.unexpected_keys[:10]}"
+        )
     if result.missing_keys:
         current = model.state_dict(keep_vars=True)
         loaded_ptrs = {current[k].data_ptr() for k in state if k in current}
-        untied = [k for k in result.missing_keys
-                  if not k.endswith(_RECOMPUTED) and current[k].data_ptr() not in loaded_ptrs]
+        untied = [
+            k for k in result.missing_keys if not k.endswith(_RECOMPUTED) and current[k].data_ptr() not in loaded_ptrs
+        ]
         if untied:
             raise RuntimeError(f"checkpoint {directory} does not match the model: missing keys {untied[:10]}")

@@ -12,8 +12,9 @@ from .output import emit_json, table
 
 @app.command("audit")
 def audit_cmd(
-    checkpoint: Path = typer.Argument(..., exists=True, file_okay=False,
-                                      help="a checkpoint folder (…/checkpoints/step-000200)"),
+    checkpoint: Path = typer.Argument(
+        ..., exists=True, file_okay=False, help="a checkpoint folder (…/checkpoints/step-000200)"
+    ),
     public_key: Path = typer.Option(None, help="PEM public key; default: this lab's key"),
     ledger: str = typer.Option(None, help="ledger URL for the consent-now check (default: this lab's)"),
     offline: bool = typer.Option(False, help="skip the ledger checks"),
@@ -39,8 +40,11 @@ def audit_cmd(
     if as_json:
         emit_json(report.to_dict() | ({"html": str(html)} if html is not None else {}))
     else:
-        table(f"audit of {checkpoint}", ["check", "result", "detail"],
-              [[c.name, "pass" if c.ok else "FAIL", c.detail] for c in report.checks])
+        table(
+            f"audit of {checkpoint}",
+            ["check", "result", "detail"],
+            [[c.name, "pass" if c.ok else "FAIL", c.detail] for c in report.checks],
+        )
         typer.echo(f"status: {report.status}")
         if html is not None:
             typer.echo(f"report: {html}")

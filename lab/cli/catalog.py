@@ -63,17 +63,36 @@ def ingest_cmd(
     except CatalogError as exc:
         _fail_catalog(exc, as_json)
     counts = cat.counts()
-    rejected = [{"recording_id": i.recording_id, "reason": i.reject_reason, "detail": i.reject_detail,
-                 "audio_path": i.audio_path} for i in cat.rejected_items]
+    rejected = [
+        {
+            "recording_id": i.recording_id,
+            "reason": i.reject_reason,
+            "detail": i.reject_detail,
+            "audio_path": i.audio_path,
+        }
+        for i in cat.rejected_items
+    ]
     if as_json:
-        emit_json({"ok": True, "catalog": cat.name, "path": str(path), "root": str(cat.root), "card": str(card),
-                   "counts": counts, "parquet_sha256": cat.manifest["parquet"]["sha256"],
-                   "rejected": rejected})
+        emit_json(
+            {
+                "ok": True,
+                "catalog": cat.name,
+                "path": str(path),
+                "root": str(cat.root),
+                "card": str(card),
+                "counts": counts,
+                "parquet_sha256": cat.manifest["parquet"]["sha256"],
+                "rejected": rejected,
+            }
+        )
         return
     table(f"catalogue {cat.name}", ["status", "reason", "items"], _counts_rows(counts))
     if rejected:
-        table("rejected items (kept in the catalogue, never used)", ["recording_id", "reason", "audio_path", "detail"],
-              _esc([[r["recording_id"], r["reason"], r["audio_path"], r["detail"]] for r in rejected]))
+        table(
+            "rejected items (kept in the catalogue, never used)",
+            ["recording_id", "reason", "audio_path", "detail"],
+            _esc([[r["recording_id"], r["reason"], r["audio_path"], r["detail"]] for r in rejected]),
+        )
     console.print(f"written to {escape(str(path))} (dataset card: lab catalog card {escape(cat.name)})")
 
 
@@ -93,19 +112,33 @@ def show_cmd(
     shown = tbl if limit == 0 else tbl.slice(0, limit)
     items = shown.to_pylist()
     if as_json:
-        emit_json({"ok": True, "manifest": manifest, "items_total": total, "items_shown": len(items),
-                   "items": items})
+        emit_json({"ok": True, "manifest": manifest, "items_total": total, "items_shown": len(items), "items": items})
         return
-    table((f"catalogue {name} ({manifest['root']}, ingested {manifest.get('created_at', '?')})"),
-          ["status", "reason", "items"], _counts_rows(manifest["counts"]))
+    table(
+        (f"catalogue {name} ({manifest['root']}, ingested {manifest.get('created_at', '?')})"),
+        ["status", "reason", "items"],
+        _counts_rows(manifest["counts"]),
+    )
     rows = []
     for it in items:
         dur = f"{it['duration_s']:.2f}" if it["duration_s"] is not None else ""
         sr_ch = f"{it['sample_rate']}/{it['channels']}" if it["sample_rate"] else ""
-        rows.append([it["recording_id"], "ok" if it["status"] == "ok" else it["reject_reason"], dur, sr_ch,
-                     it["format"] or "", (it["audio_sha256"] or "")[:12], it["audio_path"]])
-    table(f"items ({len(items)} of {total}; rejected ones show their reason)",
-          ["recording_id", "status", "seconds", "Hz/ch", "format", "sha256", "audio_path"], _esc(rows))
+        rows.append(
+            [
+                it["recording_id"],
+                "ok" if it["status"] == "ok" else it["reject_reason"],
+                dur,
+                sr_ch,
+                it["format"] or "",
+                (it["audio_sha256"] or "")[:12],
+                it["audio_path"],
+            ]
+        )
+    table(
+        f"items ({len(items)} of {total}; rejected ones show their reason)",
+        ["recording_id", "status", "seconds", "Hz/ch", "format", "sha256", "audio_path"],
+        _esc(rows),
+    )
 
 
 @catalog_app.command("list")

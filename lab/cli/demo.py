@@ -14,9 +14,11 @@ from . import app
 from .hydra_apps import print_clear_summary, print_train_summary
 from .output import emit_json
 
-DEMO_CONSENT = ("Every recording was made for this demo and carries a consent record in the ledger built "
-                "alongside it; some records are deliberately opted out, revoked, expired, regional, "
-                "non-commercial or missing, so that clearance has something to refuse.")
+DEMO_CONSENT = (
+    "Every recording was made for this demo and carries a consent record in the ledger built "
+    "alongside it; some records are deliberately opted out, revoked, expired, regional, "
+    "non-commercial or missing, so that clearance has something to refuse."
+)
 
 
 def compose(config_name: str, overrides: list[str], config_dirs: Sequence[str | Path] = ()):
@@ -50,8 +52,13 @@ def build_demo(home: Path, ledger_url: str, *, fresh: bool = False) -> dict:
     cat = ingest(source, CATALOG, metadata=src_meta)
     save_catalog(cat, home)
     card = write_dataset_card(cat, home, consent=DEMO_CONSENT)
-    return {"catalog": CATALOG, "source": str(source), "items": len(cat.items),
-            "ledger_events_imported": imported, "dataset_card": str(card)}
+    return {
+        "catalog": CATALOG,
+        "source": str(source),
+        "items": len(cat.items),
+        "ledger_events_imported": imported,
+        "dataset_card": str(card),
+    }
 
 
 @app.command("demo")
@@ -60,12 +67,13 @@ def demo_cmd(
     train: bool = typer.Option(True, help="fine-tune the tiny model after clearance"),
     fresh: bool = typer.Option(False, help="re-render the demo audio"),
     as_json: bool = typer.Option(False, "--json"),
-    config_dir: Optional[list[Path]] = typer.Option(None, "--config-dir", "-cd",
-                                                    help="your config folder, searched before the shipped one"),
+    config_dir: Optional[list[Path]] = typer.Option(
+        None, "--config-dir", "-cd", help="your config folder, searched before the shipped one"
+    ),
     overrides: list[str] = typer.Argument(None, help="extra Hydra overrides for the train step"),
 ) -> None:
     """Build the demo catalogue and ledger, clear it, and (next) fine-tune on the snapshot."""
-    from ..jobs.clear import main as clear_main
+    from ..recipes.clear import main as clear_main
 
     dirs = config_dir or []
     cfg = compose("clear", [f"policy={policy}"], dirs)
@@ -74,14 +82,18 @@ def demo_cmd(
     summary = result.summary()
     out = {"demo": built, "clearance": summary}
     if not as_json:
-        typer.echo(f"demo catalogue: {built['items']} recordings in {built['source']}; "
-                   f"dataset card: {built['dataset_card']}")
+        typer.echo(
+            f"demo catalogue: {built['items']} recordings in {built['source']}; dataset card: {built['dataset_card']}"
+        )
         print_clear_summary(summary)
     if train:
         from ..recipes.train import main as train_main
 
-        tcfg = compose("train", ["experiment=demo", f"policy={policy}",
-                                 f"data.snapshot={summary['path']}", *(overrides or [])], dirs)
+        tcfg = compose(
+            "train",
+            ["experiment=demo", f"policy={policy}", f"data.snapshot={summary['path']}", *(overrides or [])],
+            dirs,
+        )
         out["training"] = train_main(tcfg).to_dict()
     if as_json:
         emit_json(out)

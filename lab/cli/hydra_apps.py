@@ -119,18 +119,23 @@ def print_clear_summary(summary: dict, as_json: bool = False) -> None:
         emit_json(summary)
         return
     rows = [["cleared", summary["cleared"]]] + [[f"excluded: {r}", n] for r, n in summary["excluded"].items()]
-    table(f"clearance of '{summary['catalog']}' under policy '{summary['policy']}' at {summary['cleared_at']}",
-          ["", "recordings"], rows + [["total", summary["items"]]])
+    table(
+        f"clearance of '{summary['catalog']}' under policy '{summary['policy']}' at {summary['cleared_at']}",
+        ["", "recordings"],
+        rows + [["total", summary["items"]]],
+    )
     typer.echo(f"snapshot {summary['snapshot_id']} -> {summary['path']}")
     mismatched = (summary.get("notes") or {}).get("licence_mismatch", 0)
     if mismatched:
-        typer.echo(f"note: {mismatched} cleared recording(s) whose metadata states another licence than the grant "
-                   "that clears them (the grant applies; not an exclusion): lab clear show=cleared")
+        typer.echo(
+            f"note: {mismatched} cleared recording(s) whose metadata states another licence than the grant "
+            "that clears them (the grant applies; not an exclusion): lab clear show=cleared"
+        )
 
 
 @hydra_task
 def _clear_task(cfg) -> None:
-    from ..jobs.clear import main
+    from ..recipes.clear import main
     from .output import print_error
     from .verdicts import check_show, print_verdicts, snapshot_verdicts
 
@@ -164,10 +169,13 @@ def print_train_summary(summary: dict, as_json: bool = False) -> None:
         emit_json(summary)
         return
     loss = f"{summary['final_loss']:.3f}" if summary.get("final_loss") is not None else "n/a"
-    rows = [["run folder", summary["run_dir"]], ["snapshot", summary["snapshot_id"]],
-            ["steps", f"{summary['start_step']} → {summary['steps']} (final loss {loss})"],
-            ["last checkpoint", summary["last_checkpoint"] or "none written"],
-            ["data card", summary["data_card"] or "none"]]
+    rows = [
+        ["run folder", summary["run_dir"]],
+        ["snapshot", summary["snapshot_id"]],
+        ["steps", f"{summary['start_step']} → {summary['steps']} (final loss {loss})"],
+        ["last checkpoint", summary["last_checkpoint"] or "none written"],
+        ["data card", summary["data_card"] or "none"],
+    ]
     table("training run", ["", ""], rows)
     if summary.get("audit"):
         typer.echo(f"audit it: {summary['audit']}")

@@ -21,17 +21,24 @@ from pydantic import ValidationError
 from rich.markup import escape
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from ..util.identifiers import as_isrc
 from . import app
 from .errors import LabTyper
 from .output import console, emit_json, err_console, fail, table
-from ..util.identifiers import as_isrc
 
-rights_app = LabTyper(no_args_is_help=True, add_completion=False,
-                         help="Consent grants and revocations: the append-only, hash-chained rights ledger.")
+rights_app = LabTyper(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Consent grants and revocations: the append-only, hash-chained rights ledger.",
+)
 app.add_typer(rights_app, name="rights")
 
-LedgerOpt = Annotated[Optional[str], typer.Option(
-    "--ledger", help="SQLAlchemy URL of the ledger (default: $LAB_LEDGER_URL, else SQLite under $LAB_HOME).")]
+LedgerOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--ledger", help="SQLAlchemy URL of the ledger (default: $LAB_LEDGER_URL, else SQLite under $LAB_HOME)."
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
 _SHA = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -72,10 +79,12 @@ def _summary_row(s) -> list[Any]:
     if s.kind in ("grant", "amend"):
         g = ev.grant
         subject = " ".join(f"{k}={v}" for k, v in g.subject.model_dump(exclude_none=True).items())
-        detail = (f"v{g.version} {g.status} {subject} purposes={','.join(g.purposes) or '-'} "
-                  f"territories={','.join(g.territories) or '-'} licence={g.licence}"
-                  + (f" until={g.valid_until.date()}" if g.valid_until else "")
-                  + (f" supersedes={g.supersedes}" if g.supersedes and g.supersedes != g.grant_id else ""))
+        detail = (
+            f"v{g.version} {g.status} {subject} purposes={','.join(g.purposes) or '-'} "
+            f"territories={','.join(g.territories) or '-'} licence={g.licence}"
+            + (f" until={g.valid_until.date()}" if g.valid_until else "")
+            + (f" supersedes={g.supersedes}" if g.supersedes and g.supersedes != g.grant_id else "")
+        )
     else:
         detail = f"effective {ev.effective_at.isoformat()}: {ev.reason}"
     return [s.seq, s.recorded_at.strftime("%Y-%m-%d %H:%M:%S"), s.kind, s.grant_id, detail]  # table() escapes
@@ -104,8 +113,16 @@ def import_(
         impacts = _impacts(L, stored)
     first = stored[0].seq if stored else None
     if json_:
-        emit_json({"ok": True, "imported": len(stored), "first_seq": first, "head_seq": seq, "head_hash": head,
-                   "impact": [r.to_dict() for r in impacts]})
+        emit_json(
+            {
+                "ok": True,
+                "imported": len(stored),
+                "first_seq": first,
+                "head_seq": seq,
+                "head_hash": head,
+                "impact": [r.to_dict() for r in impacts],
+            }
+        )
     else:
         span = f" (seq {first}..{stored[-1].seq})" if stored else ""
         _say(f"imported {len(stored)} event(s){span} from {file}; ledger head seq {seq} {head}")
@@ -115,8 +132,9 @@ def import_(
 def _party(spec: str, as_json: bool) -> dict:
     parts = spec.rsplit(":", 3)
     if len(parts) != 4 or not parts[0]:
-        _fail(f"--party {spec!r}: expected NAME:ROLE:RIGHT:SHARE, e.g. 'Acme Records:master_owner:master:100'",
-              as_json, 2)
+        _fail(
+            f"--party {spec!r}: expected NAME:ROLE:RIGHT:SHARE, e.g. 'Acme Records:master_owner:master:100'", as_json, 2
+        )
     name, role, right, share = parts
     try:
         share_f = float(share)
@@ -127,17 +145,25 @@ def _party(spec: str, as_json: bool) -> dict:
 
 @rights_app.command("grant")
 def grant(
-    grant_id: Annotated[Optional[str], typer.Option("--grant-id", help="Id of the grant (letters, digits, . _ : -).")] = None,
+    grant_id: Annotated[
+        Optional[str], typer.Option("--grant-id", help="Id of the grant (letters, digits, . _ : -).")
+    ] = None,
     recording_id: Annotated[Optional[str], typer.Option("--recording-id")] = None,
     isrc: Annotated[Optional[str], typer.Option("--isrc")] = None,
     audio_sha256: Annotated[Optional[str], typer.Option("--audio-sha256")] = None,
     catalog: Annotated[Optional[str], typer.Option("--catalog", help="A whole-catalogue deal.")] = None,
-    party: Annotated[Optional[list[str]], typer.Option(
-        "--party", help="NAME:ROLE:RIGHT:SHARE, repeatable; shares per right must sum to 100.")] = None,
+    party: Annotated[
+        Optional[list[str]],
+        typer.Option("--party", help="NAME:ROLE:RIGHT:SHARE, repeatable; shares per right must sum to 100."),
+    ] = None,
     purpose: Annotated[Optional[list[str]], typer.Option("--purpose", help="Repeatable, e.g. ai_training.")] = None,
-    territory: Annotated[Optional[list[str]], typer.Option("--territory", help="ISO 3166-1 alpha-2 or WW; repeatable.")] = None,
+    territory: Annotated[
+        Optional[list[str]], typer.Option("--territory", help="ISO 3166-1 alpha-2 or WW; repeatable.")
+    ] = None,
     valid_from: Annotated[Optional[str], typer.Option("--valid-from", help="ISO date/time (default: now).")] = None,
-    valid_until: Annotated[Optional[str], typer.Option("--valid-until", help="ISO date/time (default: open-ended).")] = None,
+    valid_until: Annotated[
+        Optional[str], typer.Option("--valid-until", help="ISO date/time (default: open-ended).")
+    ] = None,
     licence: Annotated[Optional[str], typer.Option("--licence", help="SPDX expression or LicenseRef-lab-...")] = None,
     attribution: Annotated[Optional[str], typer.Option("--attribution")] = None,
     on_termination: Annotated[Optional[str], typer.Option("--on-termination", help="retain | retire | retrain")] = None,
@@ -145,12 +171,18 @@ def grant(
     issuer: Annotated[Optional[str], typer.Option("--issuer", help="Who issued the grant.")] = None,
     evidence: Annotated[Optional[str], typer.Option("--evidence", help="Contract / signed form reference.")] = None,
     issued_at: Annotated[Optional[str], typer.Option("--issued-at", help="ISO date/time (default: now).")] = None,
-    supersedes: Annotated[Optional[str], typer.Option(
-        "--supersedes", help="Record an amend of this grant_id instead of a new grant.")] = None,
-    version: Annotated[Optional[int], typer.Option(
-        "--version", help="Grant version (default 1; for an amend, one above the current).")] = None,
-    from_json: Annotated[Optional[Path], typer.Option(
-        "--from-json", help="A JSON file holding one grant (or one grant/amend event); no other grant flags.")] = None,
+    supersedes: Annotated[
+        Optional[str], typer.Option("--supersedes", help="Record an amend of this grant_id instead of a new grant.")
+    ] = None,
+    version: Annotated[
+        Optional[int], typer.Option("--version", help="Grant version (default 1; for an amend, one above the current).")
+    ] = None,
+    from_json: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--from-json", help="A JSON file holding one grant (or one grant/amend event); no other grant flags."
+        ),
+    ] = None,
     ledger: LedgerOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -160,9 +192,18 @@ def grant(
     from ..util.timestamps import utcnow
 
     flags = {
-        "grant_id": grant_id, "valid_from": valid_from, "valid_until": valid_until, "licence": licence,
-        "attribution": attribution, "on_termination": on_termination, "status": status, "issuer": issuer,
-        "evidence": evidence, "issued_at": issued_at, "supersedes": supersedes, "version": version,
+        "grant_id": grant_id,
+        "valid_from": valid_from,
+        "valid_until": valid_until,
+        "licence": licence,
+        "attribution": attribution,
+        "on_termination": on_termination,
+        "status": status,
+        "issuer": issuer,
+        "evidence": evidence,
+        "issued_at": issued_at,
+        "supersedes": supersedes,
+        "version": version,
     }
     subject = {"recording_id": recording_id, "isrc": isrc, "audio_sha256": audio_sha256, "catalog": catalog}
     lists = {"parties": party, "purposes": purpose, "territories": territory}
@@ -181,8 +222,12 @@ def grant(
         if "kind" not in raw:
             raw = {"kind": "amend" if raw.get("supersedes") else "grant", "grant": raw}
         if raw.get("kind") not in ("grant", "amend"):
-            _fail(f"{from_json}: `lab rights grant` records grants and amends; use `lab rights revoke` "
-                  f"or `lab rights import` for {raw.get('kind')!r} events", json_, 2)
+            _fail(
+                f"{from_json}: `lab rights grant` records grants and amends; use `lab rights revoke` "
+                f"or `lab rights import` for {raw.get('kind')!r} events",
+                json_,
+                2,
+            )
         source = str(from_json)
     else:
         now = utcnow().isoformat()
@@ -202,8 +247,11 @@ def grant(
         g = raw.get("grant")
         if raw.get("kind") == "amend" and isinstance(g, dict) and "version" not in g and g.get("grant_id"):
             # An amend without --version: the next version of that grant (1 for a new replacement id).
-            versions = [e.event.grant.version for e in L.grant_history(str(g["grant_id"]))
-                        if e.kind in ("grant", "amend") and e.grant_id == g["grant_id"]]
+            versions = [
+                e.event.grant.version
+                for e in L.grant_history(str(g["grant_id"]))
+                if e.kind in ("grant", "amend") and e.grant_id == g["grant_id"]
+            ]
             g["version"] = max(versions, default=0) + 1
         try:
             event = parse_event(raw)
@@ -230,8 +278,13 @@ def revoke(
     from ..rights.records import parse_event
     from ..util.timestamps import utcnow
 
-    raw = {"kind": "revoke", "grant_id": grant_id, "reason": reason,
-           "effective_at": effective_at or utcnow().isoformat(), "issuer": issuer or _whoami()}
+    raw = {
+        "kind": "revoke",
+        "grant_id": grant_id,
+        "reason": reason,
+        "effective_at": effective_at or utcnow().isoformat(),
+        "issuer": issuer or _whoami(),
+    }
     try:
         event = parse_event(raw)
     except ValidationError as exc:
@@ -284,9 +337,11 @@ def show(
     """The recording's verdict under a policy now (why it is excluded), then every event whose grant names it."""
     from .verdicts import catalogue_rows, consent_verdicts, load_policy, print_verdicts
 
-    kwargs = {"recording_id": recording,
-              "isrc": as_isrc(recording),
-              "sha256": recording.lower() if _SHA.match(recording) else None}
+    kwargs = {
+        "recording_id": recording,
+        "isrc": as_isrc(recording),
+        "sha256": recording.lower() if _SHA.match(recording) else None,
+    }
     try:
         pol = load_policy(policy)
     except Exception as exc:  # noqa: BLE001 - a missing or invalid policy file is bad input
@@ -296,8 +351,16 @@ def show(
         verdicts = consent_verdicts(rows, L, pol)
         stored = L.events_for_subject(**kwargs)
     if json_:
-        emit_json({"ok": True, "subject": recording, "policy": pol.name, "catalogs": searched, "verdicts": verdicts,
-                   "events": [s.to_dict() for s in stored]})
+        emit_json(
+            {
+                "ok": True,
+                "subject": recording,
+                "policy": pol.name,
+                "catalogs": searched,
+                "verdicts": verdicts,
+                "events": [s.to_dict() for s in stored],
+            }
+        )
         return
     if verdicts:
         print_verdicts(f"verdict for {recording} under policy '{pol.name}' now", verdicts, False)
@@ -308,7 +371,9 @@ def show(
 
 @rights_app.command("history")
 def history(
-    grant: Annotated[Optional[str], typer.Option("--grant", help="Only this grant's lineage (amends, revocations).")] = None,
+    grant: Annotated[
+        Optional[str], typer.Option("--grant", help="Only this grant's lineage (amends, revocations).")
+    ] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the last N events.")] = None,
     ledger: LedgerOpt = None,
     json_: JsonOpt = False,
@@ -323,16 +388,26 @@ def history(
                 stored = stored[-limit:]
         else:
             stored = list(deque(L.events(), maxlen=limit) if limit else L.events())
-    _print_events(f"history of {grant}" if grant else "ledger history", stored, json_,
-                  **({"grant": grant} if grant else {}))
+    _print_events(
+        f"history of {grant}" if grant else "ledger history", stored, json_, **({"grant": grant} if grant else {})
+    )
 
 
 @rights_app.command("verify")
 def verify(
-    quick: Annotated[bool, typer.Option(
-        "--quick", help="Chain integrity only (seq, links, hashes); skip re-deriving columns and re-validating payloads.")] = False,
-    anchor: Annotated[Optional[str], typer.Option(
-        "--anchor", help="SEQ:HASH of a head remembered elsewhere (a snapshot, a data card); catches truncation.")] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="Chain integrity only (seq, links, hashes); skip re-deriving columns and re-validating payloads.",
+        ),
+    ] = False,
+    anchor: Annotated[
+        Optional[str],
+        typer.Option(
+            "--anchor", help="SEQ:HASH of a head remembered elsewhere (a snapshot, a data card); catches truncation."
+        ),
+    ] = None,
     ledger: LedgerOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -357,8 +432,11 @@ def verify(
             emit_json(data)
         else:
             heads = "" if L.heads is None else f"; extends every signed head in {L.heads.path}"
-            _say(f"ledger intact: {report.n_events} events, head seq {report.head_seq} {report.head_hash}"
-                 + ("" if report.deep else " (quick: chain only)") + heads)
+            _say(
+                f"ledger intact: {report.n_events} events, head seq {report.head_seq} {report.head_hash}"
+                + ("" if report.deep else " (quick: chain only)")
+                + heads
+            )
         return
     p = report.problems[0]
     more = f" (+{report.n_problems - 1} more problem(s))" if report.n_problems > 1 else ""

@@ -56,7 +56,7 @@ def load_policy(name: str):
     """A policy from the config group `policy/NAME.yaml` (packaged, or a user's folder), as `lab clear` composes it."""
     from hydra import compose, initialize_config_module
 
-    from ..jobs.clear import policy_from_cfg
+    from ..recipes.clear import policy_from_cfg
 
     with initialize_config_module(config_module="lab.resources.configs", version_base="1.3"):
         cfg = compose(config_name="clear", overrides=[f"policy={name}"])

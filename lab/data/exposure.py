@@ -63,15 +63,20 @@ def _sorted(layer: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def _check_layer(layer: Mapping[str, Any], what: str) -> dict[str, dict[str, Any]]:
     try:
-        out = {"seconds": {str(k): float(v) for k, v in layer["seconds"].items()},
-               "samples": {str(k): int(v) for k, v in layer["samples"].items()},
-               "tokens": {str(k): int(v) for k, v in layer.get("tokens", {}).items()}}
+        out = {
+            "seconds": {str(k): float(v) for k, v in layer["seconds"].items()},
+            "samples": {str(k): int(v) for k, v in layer["samples"].items()},
+            "tokens": {str(k): int(v) for k, v in layer.get("tokens", {}).items()},
+        }
     except (KeyError, AttributeError, TypeError, ValueError) as exc:
         raise ExposureError(f"exposure state: bad {what} layer: {exc}") from None
     if set(out["seconds"]) != set(out["samples"]):
         raise ExposureError(f"exposure state: {what} seconds and samples name different recordings")
-    if any(not math.isfinite(v) or v < 0 for v in out["seconds"].values()) or any(
-            v < 0 for v in out["samples"].values()) or any(v < 0 for v in out["tokens"].values()):
+    if (
+        any(not math.isfinite(v) or v < 0 for v in out["seconds"].values())
+        or any(v < 0 for v in out["samples"].values())
+        or any(v < 0 for v in out["tokens"].values())
+    ):
         raise ExposureError(f"exposure state: negative or non-finite counts in the {what} layer")
     return out
 
@@ -82,14 +87,15 @@ class ExposureMeter:
         self._local = _empty()
 
     # ---------------------------------------------------------------- counting
-    def add(self, recording_ids: Sequence[str], seconds: Sequence[float],
-            tokens: Sequence[int] | None = None) -> None:
+    def add(self, recording_ids: Sequence[str], seconds: Sequence[float], tokens: Sequence[int] | None = None) -> None:
         """Count one trained-on batch: for each row, one sample, ``seconds[i]`` of audio and (optionally)
         ``tokens[i]`` target tokens for ``recording_ids[i]``."""
         n = len(recording_ids)
         if len(seconds) != n or (tokens is not None and len(tokens) != n):
-            raise ValueError(f"{n} recording ids but {len(seconds)} durations"
-                             + ("" if tokens is None else f" and {len(tokens)} token counts"))
+            raise ValueError(
+                f"{n} recording ids but {len(seconds)} durations"
+                + ("" if tokens is None else f" and {len(tokens)} token counts")
+            )
         secs = [float(s) for s in seconds]
         toks = [0] * n if tokens is None else [int(t) for t in tokens]
         for rid, s, t in zip(recording_ids, secs, toks):
@@ -179,8 +185,10 @@ class ExposureMeter:
     def _check_state(state: Mapping[str, Any]) -> dict[str, Any]:
         if state.get("schema") != EXPOSURE_SCHEMA:
             raise ExposureError(f"not a {EXPOSURE_SCHEMA} state: {state.get('schema')!r}")
-        return {"base": _check_layer(state.get("base", {}), "base"),
-                "local": _check_layer(state.get("local", {}), "local")}
+        return {
+            "base": _check_layer(state.get("base", {}), "base"),
+            "local": _check_layer(state.get("local", {}), "local"),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         c = self._check_state(state)

@@ -44,8 +44,14 @@ class MusicgenCollator:
     Pass ``model_inputs(batch)`` to the model.
     """
 
-    def __init__(self, tokenizer, num_codebooks: int, pad_token_id: int, max_text_len: int = 64,
-                 decoder_start_token_id: int | None = None):
+    def __init__(
+        self,
+        tokenizer,
+        num_codebooks: int,
+        pad_token_id: int,
+        max_text_len: int = 64,
+        decoder_start_token_id: int | None = None,
+    ):
         self.tokenizer = tokenizer
         self.num_codebooks = int(num_codebooks)
         self.pad_token_id = int(pad_token_id)
@@ -71,8 +77,13 @@ class MusicgenCollator:
             raise ValueError("empty batch")
         codes, frames = self._codes(rows)
         delayed = delay_pattern(codes, self.pad_token_id, frames, start_token_id=self.start_token_id)
-        text = self.tokenizer([str(r.get("description") or "") for r in rows], padding="longest",
-                              truncation=True, max_length=self.max_text_len, return_tensors="pt")
+        text = self.tokenizer(
+            [str(r.get("description") or "") for r in rows],
+            padding="longest",
+            truncation=True,
+            max_length=self.max_text_len,
+            return_tensors="pt",
+        )
         return {
             "input_ids": text["input_ids"],
             "attention_mask": text["attention_mask"],
@@ -110,8 +121,12 @@ class Admission:
     taken (resume adds it to the draw index, so the same batches follow).
     """
 
-    def __init__(self, deadlines: Mapping[str, datetime] | None = None, excluded: Iterable[str] = (),
-                 clock: Callable[[], datetime] | None = None):
+    def __init__(
+        self,
+        deadlines: Mapping[str, datetime] | None = None,
+        excluded: Iterable[str] = (),
+        clock: Callable[[], datetime] | None = None,
+    ):
         self.clock = clock or _utcnow
         self.deadlines: dict[str, float] = {}
         self.tightened: dict[str, float] = {}  # deadlines set during the run (kept in the training state)
@@ -180,8 +195,12 @@ class Admission:
         return collator(rows) if rows else None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"excluded": sorted(self.excluded), "tightened": dict(sorted(self.tightened.items())),
-                "expired": dict(sorted(self.expired.items())), "skipped": int(self.skipped)}
+        return {
+            "excluded": sorted(self.excluded),
+            "tightened": dict(sorted(self.tightened.items())),
+            "expired": dict(sorted(self.expired.items())),
+            "skipped": int(self.skipped),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.excluded = set(state.get("excluded", ()))
@@ -212,8 +231,16 @@ class ResumableSampler(Sampler[int]):
     model consumed; resume from the step count instead (``iterate_batches(start_step=...)``).
     """
 
-    def __init__(self, num_items: int, *, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True,
-                 drop_last: bool = False):
+    def __init__(
+        self,
+        num_items: int,
+        *,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+        drop_last: bool = False,
+    ):
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"bad rank/world_size {rank}/{world_size}")
         if num_items < 1:
@@ -245,7 +272,7 @@ class ResumableSampler(Sampler[int]):
 
     def shard(self, epoch: int) -> list[int]:
         """This rank's indices for epoch ``epoch``."""
-        return self.epoch_order(epoch)[self.rank::self.world_size]
+        return self.epoch_order(epoch)[self.rank :: self.world_size]
 
     def set_epoch(self, epoch: int) -> None:
         if int(epoch) != self.epoch:
@@ -260,15 +287,24 @@ class ResumableSampler(Sampler[int]):
         self.epoch, self.position = self.epoch + 1, 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "rank": self.rank,
-                "world_size": self.world_size, "num_items": self.num_items, "shuffle": self.shuffle,
-                "drop_last": self.drop_last}
+        return {
+            "epoch": self.epoch,
+            "position": self.position,
+            "seed": self.seed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "num_items": self.num_items,
+            "shuffle": self.shuffle,
+            "drop_last": self.drop_last,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key in ("seed", "world_size", "num_items", "shuffle", "drop_last"):
             if key in state and state[key] != getattr(self, key):
-                raise ValueError(f"sampler state has {key}={state[key]!r}, this sampler {getattr(self, key)!r}: "
-                                 "resuming would not replay the same batches")
+                raise ValueError(
+                    f"sampler state has {key}={state[key]!r}, this sampler {getattr(self, key)!r}: "
+                    "resuming would not replay the same batches"
+                )
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
 
@@ -288,24 +324,53 @@ def steps_per_epoch(num_items: int, batch_size: int, *, world_size: int = 1, dro
     return math.ceil(per_rank / batch_size)
 
 
-def make_loader(dataset, collator, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1,
-                shuffle: bool = True, start_step: int = 0, epoch: int = 0, drop_last: bool = False,
-                num_workers: int = 0) -> DataLoader:
+def make_loader(
+    dataset,
+    collator,
+    batch_size: int,
+    *,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    shuffle: bool = True,
+    start_step: int = 0,
+    epoch: int = 0,
+    drop_last: bool = False,
+    num_workers: int = 0,
+) -> DataLoader:
     """A DataLoader over ``dataset`` with a :class:`ResumableSampler` (``loader.sampler``) positioned at
     step ``start_step`` of epoch ``epoch``; the batches from there on are the ones an uninterrupted run
     would have produced. The last batch of an epoch may be short (same size on every rank)."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    sampler = ResumableSampler(len(dataset), seed=seed, rank=rank, world_size=world_size, shuffle=shuffle,
-                               drop_last=drop_last)
+    sampler = ResumableSampler(
+        len(dataset), seed=seed, rank=rank, world_size=world_size, shuffle=shuffle, drop_last=drop_last
+    )
     sampler.load_state_dict({"epoch": epoch, "position": min(int(start_step) * batch_size, len(sampler))})
-    return DataLoader(_formatted(dataset), batch_size=batch_size, sampler=sampler, collate_fn=collator,
-                      num_workers=num_workers, drop_last=False)
+    return DataLoader(
+        _formatted(dataset),
+        batch_size=batch_size,
+        sampler=sampler,
+        collate_fn=collator,
+        num_workers=num_workers,
+        drop_last=False,
+    )
 
 
-def iterate_batches(dataset, collator, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1,
-                    shuffle: bool = True, start_step: int = 0, drop_last: bool = False, num_workers: int = 0,
-                    admission: Admission | None = None) -> Iterator[tuple[int, int, dict[str, Any]]]:
+def iterate_batches(
+    dataset,
+    collator,
+    batch_size: int,
+    *,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    shuffle: bool = True,
+    start_step: int = 0,
+    drop_last: bool = False,
+    num_workers: int = 0,
+    admission: Admission | None = None,
+) -> Iterator[tuple[int, int, dict[str, Any]]]:
     """Yield ``(epoch, step, batch)`` forever, ``step`` counting batches from 0 across epochs. Starting at
     ``start_step`` (a global step, e.g. from a checkpoint) yields exactly the batches an uninterrupted
     run yields from that step on: resume needs only the step, seed and world size.
@@ -315,9 +380,19 @@ def iterate_batches(dataset, collator, batch_size: int, *, seed: int, rank: int 
     and not yielded, and a whole epoch of empty draws raises NothingAdmitted."""
     spe = steps_per_epoch(len(dataset), batch_size, world_size=world_size, drop_last=drop_last)
     epoch, in_epoch = divmod(int(start_step), spe)
-    loader = make_loader(dataset, collator if admission is None else _rows, batch_size, seed=seed, rank=rank,
-                         world_size=world_size, shuffle=shuffle, start_step=in_epoch, epoch=epoch,
-                         drop_last=drop_last, num_workers=num_workers)
+    loader = make_loader(
+        dataset,
+        collator if admission is None else _rows,
+        batch_size,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        shuffle=shuffle,
+        start_step=in_epoch,
+        epoch=epoch,
+        drop_last=drop_last,
+        num_workers=num_workers,
+    )
     step = int(start_step)
     empty = 0
     while True:
@@ -330,7 +405,8 @@ def iterate_batches(dataset, collator, batch_size: int, *, seed: int, rank: int 
                     if empty >= spe:
                         raise NothingAdmitted(
                             "every recording this rank can draw has expired or was excluded "
-                            f"({len(admission.excluded)} excluded): nothing left to train on")
+                            f"({len(admission.excluded)} excluded): nothing left to train on"
+                        )
                     continue
                 empty = 0
             yield epoch, step, batch

@@ -38,8 +38,13 @@ class DelayedCodes(NamedTuple):
     label_mask: torch.Tensor
 
 
-def delay_pattern(codes: torch.Tensor, pad_token_id: int, lengths: torch.Tensor | Sequence[int] | None = None,
-                  *, start_token_id: int | None = None) -> DelayedCodes:
+def delay_pattern(
+    codes: torch.Tensor,
+    pad_token_id: int,
+    lengths: torch.Tensor | Sequence[int] | None = None,
+    *,
+    start_token_id: int | None = None,
+) -> DelayedCodes:
     """Delay codes (B, K, T) for teacher forcing.
 
     ``lengths`` (B,) gives each clip's frames that carry audio when a batch is right-padded (default: all

@@ -13,8 +13,17 @@ from typing import Any
 
 import torch
 
-_VOLATILE = frozenset({"transformers_version", "architectures", "dtype", "torch_dtype", "output_attentions",
-                       "output_hidden_states", "return_dict"})
+_VOLATILE = frozenset(
+    {
+        "transformers_version",
+        "architectures",
+        "dtype",
+        "torch_dtype",
+        "output_attentions",
+        "output_hidden_states",
+        "return_dict",
+    }
+)
 
 
 def config_for_digest(config) -> dict[str, Any]:
@@ -22,8 +31,11 @@ def config_for_digest(config) -> dict[str, Any]:
 
     def clean(obj):
         if isinstance(obj, dict):
-            return {str(k): clean(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))
-                    if str(k) not in _VOLATILE and not str(k).startswith("_")}
+            return {
+                str(k): clean(v)
+                for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))
+                if str(k) not in _VOLATILE and not str(k).startswith("_")
+            }
         if isinstance(obj, (list, tuple)):
             return [clean(v) for v in obj]
         return obj

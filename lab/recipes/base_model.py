@@ -73,17 +73,30 @@ class TinyFromConfig(_Trainable):
             root = Path(snapshot.catalog["root"])
             rows = snapshot.items.select(["recording_id", "audio_path", "audio_sha256", "description"]).to_pylist()
             # A bounded, seeded sample of each recording, streamed: setup memory does not grow with the audio.
-            clips = sample_item_windows(rows, root, spec.sampling_rate, window_seconds=spec.kmeans_window_seconds,
-                                        per_item=spec.kmeans_windows_per_recording, seed=seed, progress=None,
-                                        total_seconds=float(sum(snapshot.items.column("duration_s").to_pylist())))
-            model, tok = build_tiny(spec, [r["description"] for r in rows], clips, seed=seed,
-                                    sample_rate=spec.sampling_rate)
+            clips = sample_item_windows(
+                rows,
+                root,
+                spec.sampling_rate,
+                window_seconds=spec.kmeans_window_seconds,
+                per_item=spec.kmeans_windows_per_recording,
+                seed=seed,
+                progress=None,
+                total_seconds=float(sum(snapshot.items.column("duration_s").to_pylist())),
+            )
+            model, tok = build_tiny(
+                spec, [r["description"] for r in rows], clips, seed=seed, sample_rate=spec.sampling_rate
+            )
             save_model(model, tok, base_dir)
         barrier()
         model, tok = load_local_pretrained(base_dir)
-        ref = BaseModelRef(id=self.id, digest=model_digest(model), licence=self.licence,
-                           declared_training_data=self.declared_training_data, kind="tiny_from_config",
-                           card=BaseCardRef(path=str(base_dir), summary="built from config by lab"))
+        ref = BaseModelRef(
+            id=self.id,
+            digest=model_digest(model),
+            licence=self.licence,
+            declared_training_data=self.declared_training_data,
+            kind="tiny_from_config",
+            card=BaseCardRef(path=str(base_dir), summary="built from config by lab"),
+        )
         return Base(model, tok, Lineage(base_model=ref, relation="pretrain"), self.licence)
 
 
@@ -110,12 +123,19 @@ class LocalPretrained(_Trainable):
             raise BaseRefused(
                 f"base model at {path} carries no lab data card and is not declared: set "
                 + ", ".join(f"model.{k}" for k in missing)
-                + " (what it is, its licence, and what its publisher says it was trained on)")
+                + " (what it is, its licence, and what its publisher says it was trained on)"
+            )
         if self.digest and self.digest != digest:
             raise BaseRefused(f"base model at {path} has digest {digest}, config declares {self.digest}")
         readme = path / "README.md"
-        ref = BaseModelRef(id=str(self.id), digest=digest, licence=str(self.licence),
-                           declared_training_data=str(self.declared_training_data), kind="local_pretrained",
-                           card=BaseCardRef(path=str(readme) if readme.is_file() else None,
-                                            sha256=sha256_file(readme) if readme.is_file() else None))
+        ref = BaseModelRef(
+            id=str(self.id),
+            digest=digest,
+            licence=str(self.licence),
+            declared_training_data=str(self.declared_training_data),
+            kind="local_pretrained",
+            card=BaseCardRef(
+                path=str(readme) if readme.is_file() else None, sha256=sha256_file(readme) if readme.is_file() else None
+            ),
+        )
         return Base(model, tok, Lineage(base_model=ref, relation="finetune"), str(self.licence), hub_id=str(self.id))

@@ -27,8 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 from ..cards import build_card, write_card_files
 from ..cards.signing import ensure_keypair, sign_folder
 from ..catalog.store import load_catalog_table
-from ..checkpoint.folder import checkpoint_name
 from ..checkpoint import latest_complete
+from ..checkpoint.folder import checkpoint_name
 from ..checkpoint.lineage import ParentRefused
 from ..data.codes import build_code_cache
 from ..data.exposure import ExposureMeter
@@ -40,16 +40,16 @@ from ..rights.heads import open_ledger
 from ..rights.ledger import Ledger
 from ..rights.policy import Policy
 from ..snapshot import Snapshot, load_snapshot, receipts_dir
+from ..train.consent_watch import ConsentConfig, ConsentStop, ConsentWatch
 from ..train.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
 from ..train.logging import WandbHooks, finish, init_wandb, log_artifact, plot_losses
-from ..train.consent_watch import ConsentConfig, ConsentStop, ConsentWatch
 from ..train.trainer import Trainer, TrainerConfig, TrainerHooks
 from ..util.atomic import write_bytes
 from ..util.canonical import canonical_json
 from ..util.secrets import redact_config
 from ..util.timestamps import utcnow
 from .base_model import Base, BaseRefused
-from ..jobs.clear import policy_from_cfg, run_clearance
+from .clear import policy_from_cfg, run_clearance
 
 log = logging.getLogger("lab.train")
 
@@ -87,13 +87,23 @@ def stale_sources(snapshot: Snapshot, catalog: pa.Table, ledger: Ledger, policy:
     joined = items.join(now, "recording_id", join_type="left outer")
     problems = []
     gone = joined.filter(pc.is_null(joined["catalogue_sha256"]))
-    problems += [(rid, "not_in_catalogue", "the recording is no longer in the catalogue")
-                 for rid in gone["recording_id"].to_pylist()]
-    changed = joined.filter(pc.and_(pc.is_valid(joined["catalogue_sha256"]),
-                                    pc.not_equal(joined["catalogue_sha256"], joined["audio_sha256"])))
-    problems += [(rid, "audio_changed", f"catalogue audio sha256 is now {new}, snapshot has {old}")
-                 for rid, new, old in zip(changed["recording_id"].to_pylist(), changed["catalogue_sha256"].to_pylist(),
-                                          changed["audio_sha256"].to_pylist())]
+    problems += [
+        (rid, "not_in_catalogue", "the recording is no longer in the catalogue")
+        for rid in gone["recording_id"].to_pylist()
+    ]
+    changed = joined.filter(
+        pc.and_(
+            pc.is_valid(joined["catalogue_sha256"]), pc.not_equal(joined["catalogue_sha256"], joined["audio_sha256"])
+        )
+    )
+    problems += [
+        (rid, "audio_changed", f"catalogue audio sha256 is now {new}, snapshot has {old}")
+        for rid, new, old in zip(
+            changed["recording_id"].to_pylist(),
+            changed["catalogue_sha256"].to_pylist(),
+            changed["audio_sha256"].to_pylist(),
+        )
+    ]
     try:  # the chain and its signed heads, re-hashed since the last verified head
         answer = check_sources(items, ledger, policy, catalog=snapshot.catalog["name"], incremental=True)
     except LedgerBroken as exc:
@@ -137,10 +147,20 @@ class ProvenanceHook(TrainerHooks):
             model = copy.deepcopy(model)
             merge_lora(model)
         save_model(model, r.base.tokenizer, staging_dir)
-        bundle = build_card(snapshot=r.snapshot, seconds_seen=total.totals(), samples=total.total_samples(),
-                            tokens=total.total_tokens(), lineage=r.base.lineage, inherited=r.base.inherited,
-                            checkpoint_id=f"{r.run_dir.name}-step-{step:06d}", step=step, config=r.resolved,
-                            seed=int(r.cfg.seed), consent=r.watch.card_section(), created_at=r.clock())
+        bundle = build_card(
+            snapshot=r.snapshot,
+            seconds_seen=total.totals(),
+            samples=total.total_samples(),
+            tokens=total.total_tokens(),
+            lineage=r.base.lineage,
+            inherited=r.base.inherited,
+            checkpoint_id=f"{r.run_dir.name}-step-{step:06d}",
+            step=step,
+            config=r.resolved,
+            seed=int(r.cfg.seed),
+            consent=r.watch.card_section(),
+            created_at=r.clock(),
+        )
         write_card_files(bundle, staging_dir, base_model_hub_id=r.base.hub_id)
         write_bytes(staging_dir / "config.lab.json", canonical_json(r.resolved))
 
@@ -221,45 +241,62 @@ class TrainRecipe:
         else:
             path = None
             if self.dist.is_main:
-                path = run_clearance(catalog=self.cfg.data.catalog, ledger=self.ledger, policy=self.policy,
-                                     snapshots_dir=Path(self.cfg.paths.snapshots), home=self.home).snapshot_path
+                path = run_clearance(
+                    catalog=self.cfg.data.catalog,
+                    ledger=self.ledger,
+                    policy=self.policy,
+                    snapshots_dir=Path(self.cfg.paths.snapshots),
+                    home=self.home,
+                ).snapshot_path
             path = Path(broadcast_object(str(path) if path else None))
         snapshot = load_snapshot(path, receipts=receipts_dir(self.home))
         if prior and snapshot.snapshot_id != prior:
             raise TrainingRefused(
                 f"{resume} trained on snapshot {prior}, data.snapshot names {snapshot.snapshot_id}: a resume "
-                f"continues on its own snapshot (drop data.snapshot, or train into a new run_dir)")
+                f"continues on its own snapshot (drop data.snapshot, or train into a new run_dir)"
+            )
         if snapshot.policy.get("digest") != self.policy.digest():
             ours = self.policy.identity()
-            differ = "; ".join(f"{k}: snapshot {snapshot.policy.get(k)!r}, run {v!r}" for k, v in ours.items()
-                               if snapshot.policy.get(k) != v) or "digest only"
+            differ = (
+                "; ".join(
+                    f"{k}: snapshot {snapshot.policy.get(k)!r}, run {v!r}"
+                    for k, v in ours.items()
+                    if snapshot.policy.get(k) != v
+                )
+                or "digest only"
+            )
             raise TrainingRefused(
                 f"snapshot {snapshot.snapshot_id} was cleared under policy '{snapshot.policy.get('name')}' "
                 f"({snapshot.policy.get('digest', '')[:12]}), this run's policy is '{self.policy.name}' "
                 f"({self.policy.digest()[:12]}); they differ in {differ}: clear the catalogue under this policy "
-                f"first (`lab clear policy=...`)")
+                f"first (`lab clear policy=...`)"
+            )
         if not len(snapshot):
             raise TrainingRefused(f"snapshot {snapshot.snapshot_id} clears no recordings")
         self.consent_head = self.ledger.head()  # the watch reads every event after it
-        problems = stale_sources(snapshot, load_catalog_table(snapshot.catalog["name"], self.home), self.ledger,
-                                 self.policy)
+        problems = stale_sources(
+            snapshot, load_catalog_table(snapshot.catalog["name"], self.home), self.ledger, self.policy
+        )
         if resume:  # consent changed since the checkpoint: the watch applies it (from the checkpoint's head)
-            problems = [p for p in problems if p[1] in ("not_in_catalogue", "audio_changed")
-                        and p[0] not in excluded_in(card)]
+            problems = [
+                p for p in problems if p[1] in ("not_in_catalogue", "audio_changed") and p[0] not in excluded_in(card)
+            ]
         if problems:
             lines = "\n".join(f"  {rid}: {reason} ({detail})" for rid, reason, detail in problems[:20])
             more = f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""
             raise TrainingRefused(
                 f"snapshot {snapshot.snapshot_id} is stale: {len(problems)} of its recordings no longer clear "
-                f"under '{self.policy.name}' now:\n{lines}{more}\nre-run `lab clear` to get a snapshot that does")
+                f"under '{self.policy.name}' now:\n{lines}{more}\nre-run `lab clear` to get a snapshot that does"
+            )
         self.snapshot = snapshot
         return snapshot
 
     def setup_model(self) -> Base:
         spec = instantiate(self.cfg.model, _convert_="all")
         try:
-            base = spec.build(self.snapshot, self.run_dir, self.dist, seed=int(self.cfg.seed),
-                              public_key=self.public_key)
+            base = spec.build(
+                self.snapshot, self.run_dir, self.dist, seed=int(self.cfg.seed), public_key=self.public_key
+            )
         except (BaseRefused, ParentRefused) as exc:
             raise TrainingRefused(str(exc)) from None
         self.base = spec.prepare(base)
@@ -273,17 +310,27 @@ class TrainRecipe:
         dataset = None
         if self.dist.is_main:  # a refused (tampered) cache is rebuilt; say so, not only in the log
             bar = None if self.cfg.trainer.get("progress", True) else False
-            dataset = build_code_cache(self.snapshot, codec, cache_root, segment_seconds=segment, progress=bar,
-                                       notify=lambda msg: print(msg, file=sys.stderr, flush=True))
+            dataset = build_code_cache(
+                self.snapshot,
+                codec,
+                cache_root,
+                segment_seconds=segment,
+                progress=bar,
+                notify=lambda msg: print(msg, file=sys.stderr, flush=True),
+            )
         barrier()
         if dataset is None:
             dataset = build_code_cache(self.snapshot, codec, cache_root, segment_seconds=segment)
         self.dataset = dataset
         self.admission = Admission.from_snapshot(self.snapshot, clock=self.clock)
         dec = self.base.model.decoder.config
-        self.collator = MusicgenCollator(self.base.tokenizer, num_codebooks=dec.num_codebooks,
-                                         pad_token_id=dec.pad_token_id, max_text_len=int(self.cfg.data.max_text_len),
-                                         decoder_start_token_id=dec.decoder_start_token_id)
+        self.collator = MusicgenCollator(
+            self.base.tokenizer,
+            num_codebooks=dec.num_codebooks,
+            pad_token_id=dec.pad_token_id,
+            max_text_len=int(self.cfg.data.max_text_len),
+            decoder_start_token_id=dec.decoder_start_token_id,
+        )
         return dataset
 
     def setup_optimizer(self) -> TrainerConfig:
@@ -291,26 +338,42 @@ class TrainRecipe:
         builds AdamW and the schedule from it."""
         tcfg = OmegaConf.to_container(self.cfg.trainer, resolve=True)
         self.trainer_cfg = TrainerConfig.from_dict(
-            {k: v for k, v in tcfg.items() if k not in ("batch_size", "resume")} | {"seed": int(self.cfg.seed)})
+            {k: v for k, v in tcfg.items() if k not in ("batch_size", "resume")} | {"seed": int(self.cfg.seed)}
+        )
         return self.trainer_cfg
 
     def setup_trainer(self, extra_hooks: Sequence[Any] = ()) -> Trainer:
         """The Trainer with the provenance hook, wandb (rank 0), and `extra_hooks` (benchmarks, tests)."""
         self.provenance = ProvenanceHook(recipe=self)
-        self.watch = ConsentWatch(snapshot=self.snapshot, ledger=self.ledger, policy=self.policy,
-                                  admission=self.admission, head=self.consent_head, config=self.consent_cfg,
-                                  dist=self.dist, run_dir=self.run_dir, clock=self.clock,
-                                  grad_accum=self.trainer_cfg.grad_accum)
+        self.watch = ConsentWatch(
+            snapshot=self.snapshot,
+            ledger=self.ledger,
+            policy=self.policy,
+            admission=self.admission,
+            head=self.consent_head,
+            config=self.consent_cfg,
+            dist=self.dist,
+            run_dir=self.run_dir,
+            clock=self.clock,
+            grad_accum=self.trainer_cfg.grad_accum,
+        )
         hooks: list[Any] = [self.provenance, self.watch, *extra_hooks]  # the watch polls after exposure is metered
         self.wandb_run = None
         if self.dist.is_main:
             lc = self.cfg.logger
-            self.wandb_run = init_wandb(self.resolved, self.run_dir, mode=str(lc.mode), project=str(lc.project),
-                                        name=self.run_dir.name, tags=list(lc.tags))
+            self.wandb_run = init_wandb(
+                self.resolved,
+                self.run_dir,
+                mode=str(lc.mode),
+                project=str(lc.project),
+                name=self.run_dir.name,
+                tags=list(lc.tags),
+            )
             if self.wandb_run is not None:
                 hooks.append(WandbHooks(self.wandb_run))
-        self.trainer = Trainer(self.base.model, _loss, self.trainer_cfg, out_dir=self.run_dir, dist=self.dist,
-                               hooks=hooks)
+        self.trainer = Trainer(
+            self.base.model, _loss, self.trainer_cfg, out_dir=self.run_dir, dist=self.dist, hooks=hooks
+        )
         return self.trainer
 
     def batches(self, start_step: int):
@@ -319,9 +382,16 @@ class TrainRecipe:
         watch = getattr(self, "watch", None)  # set by setup_trainer (benchmarks may drive batches without it)
         if watch is not None:
             watch.poll(start_step)
-        it = iterate_batches(self.dataset, self.collator, int(self.cfg.trainer.batch_size), seed=int(self.cfg.seed),
-                             rank=self.dist.rank, world_size=self.dist.world_size, admission=self.admission,
-                             start_step=start_step * self.trainer_cfg.grad_accum + self.admission.skipped)
+        it = iterate_batches(
+            self.dataset,
+            self.collator,
+            int(self.cfg.trainer.batch_size),
+            seed=int(self.cfg.seed),
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            admission=self.admission,
+            start_step=start_step * self.trainer_cfg.grad_accum + self.admission.skipped,
+        )
         while True:
             if watch is not None:
                 watch.raise_if_stopped()
@@ -342,16 +412,25 @@ class TrainRecipe:
                 self._stop(stop)
             last = str(result.last_checkpoint) if result.last_checkpoint else None
             summary = TrainSummary(
-                run_dir=str(self.run_dir), snapshot_id=self.snapshot.snapshot_id, steps=result.step,
-                start_step=result.start_step, last_checkpoint=last,
+                run_dir=str(self.run_dir),
+                snapshot_id=self.snapshot.snapshot_id,
+                steps=result.step,
+                start_step=result.start_step,
+                last_checkpoint=last,
                 data_card=f"{last}/data_card.json" if last else None,
-                final_loss=result.losses[-1] if result.losses else None, steps_per_s=result.steps_per_s,
-                audit=f"lab audit {last}" if last else None)
+                final_loss=result.losses[-1] if result.losses else None,
+                steps_per_s=result.steps_per_s,
+                audit=f"lab audit {last}" if last else None,
+            )
             if self.dist.is_main:
                 plot_losses(result.losses, self.run_dir / "loss.png")
                 if last:
-                    log_artifact(Path(last) / "data_card.json", name=f"data_card-{self.run_dir.name}",
-                                 type="data_card", run=self.wandb_run)
+                    log_artifact(
+                        Path(last) / "data_card.json",
+                        name=f"data_card-{self.run_dir.name}",
+                        type="data_card",
+                        run=self.wandb_run,
+                    )
                 write_bytes(self.run_dir / "summary.json", canonical_json(summary.to_dict()))
             return summary
         finally:

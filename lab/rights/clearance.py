@@ -41,13 +41,30 @@ _CODE = {r: i + 1 for i, r in enumerate(GRANT_REASONS)}
 
 # The ledger columns clearance reads (`Ledger.frame(columns=CLEARANCE_COLUMNS)` reads no others).
 CLEARANCE_COLUMNS = (
-    "seq", "kind", "grant_id", "supersedes", "status", "subject_recording_id", "subject_isrc",
-    "subject_sha256", "subject_catalog", "purposes", "territories", "licence", "valid_from", "valid_until",
-    "effective_at", "recorded_at",
+    "seq",
+    "kind",
+    "grant_id",
+    "supersedes",
+    "status",
+    "subject_recording_id",
+    "subject_isrc",
+    "subject_sha256",
+    "subject_catalog",
+    "purposes",
+    "territories",
+    "licence",
+    "valid_from",
+    "valid_until",
+    "effective_at",
+    "recorded_at",
 )
 LEDGER_COLUMNS = CLEARANCE_COLUMNS  # former name
-SUBJECT_KEYS = {"recording_id": "subject_recording_id", "isrc": "subject_isrc",
-                "audio_sha256": "subject_sha256", "catalog": "subject_catalog"}
+SUBJECT_KEYS = {
+    "recording_id": "subject_recording_id",
+    "isrc": "subject_isrc",
+    "audio_sha256": "subject_sha256",
+    "catalog": "subject_catalog",
+}
 
 
 class Clearance:
@@ -60,9 +77,19 @@ class Clearance:
     version of every clearing grant is `clearing_ids[k]` @ ledger seq `clearing_seqs[k]`.
     """
 
-    def __init__(self, *, at: datetime, policy: Policy, cleared: np.ndarray, reasons: pa.Array,
-                 details: pa.Array, grant_offsets: np.ndarray, grant_flat: pa.Array, clearing_ids: pa.Array,
-                 clearing_seqs: np.ndarray):
+    def __init__(
+        self,
+        *,
+        at: datetime,
+        policy: Policy,
+        cleared: np.ndarray,
+        reasons: pa.Array,
+        details: pa.Array,
+        grant_offsets: np.ndarray,
+        grant_flat: pa.Array,
+        clearing_ids: pa.Array,
+        clearing_seqs: np.ndarray,
+    ):
         self.at = at
         self.policy = policy
         self.cleared = cleared
@@ -124,8 +151,11 @@ def _licence_verdicts(licences: list[str], policy: Policy) -> dict[str, tuple[in
             continue
         why = explain(expr, policy.licence_classes)
         if why.klass not in accepted and why.klass is not LicenceClass.unknown:
-            out[expr] = (_CODE["licence_not_accepted"], f"licence {why.expression}: {_symbols(why)}, not accepted "
-                         f"under policy '{policy.name}' (accepts {', '.join(policy.accept_licence_classes)})")
+            out[expr] = (
+                _CODE["licence_not_accepted"],
+                f"licence {why.expression}: {_symbols(why)}, not accepted "
+                f"under policy '{policy.name}' (accepts {', '.join(policy.accept_licence_classes)})",
+            )
         elif why.klass is LicenceClass.unknown:
             out[expr] = (_CODE["licence_unknown"], f"licence {why.expression}: " + (why.error or _symbols(why)))
         else:
@@ -250,17 +280,29 @@ def effective_grants(frame: pa.Table, at: datetime, policy: Policy) -> pa.Table:
     lic_code = _map_unique(licence, lambda s: lic.get(s or "", (_CODE["licence_unknown"], ""))[0])
     np.copyto(code, lic_code, where=(code == OK) & (lic_code != OK))
     need = set(policy.purposes)
-    mark(_map_unique(col("purposes"), lambda s: int(not s or not need <= set(s.split()))).astype(bool),
-         "purpose_not_granted")
+    mark(
+        _map_unique(col("purposes"), lambda s: int(not s or not need <= set(s.split()))).astype(bool),
+        "purpose_not_granted",
+    )
     terr = policy.territory
-    mark(_map_unique(col("territories"), lambda s: int(not s or not ({terr, WORLDWIDE} & set(s.split()))))
-         .astype(bool), "territory_not_granted")
+    mark(
+        _map_unique(col("territories"), lambda s: int(not s or not ({terr, WORLDWIDE} & set(s.split())))).astype(bool),
+        "territory_not_granted",
+    )
 
     # An opt-out is a standing "no": it outranks every grant for the same subject, unless it
     # was itself revoked, superseded, or is outside its own window.
     opted_out = _np(pc.equal(col("status"), "opted_out"))
-    window_ok = np.isin(code, [OK, _CODE["purpose_not_granted"], _CODE["territory_not_granted"],
-                               _CODE["licence_unknown"], _CODE["licence_not_accepted"]])
+    window_ok = np.isin(
+        code,
+        [
+            OK,
+            _CODE["purpose_not_granted"],
+            _CODE["territory_not_granted"],
+            _CODE["licence_unknown"],
+            _CODE["licence_not_accepted"],
+        ],
+    )
     code = np.where(opted_out, np.where(opted_out & window_ok, _CODE["opted_out"], -1), code)
     # Superseded versions drop out of the picture entirely.
     code = np.where(superseded[lcode], -1, code)
@@ -275,8 +317,16 @@ def effective_grants(frame: pa.Table, at: datetime, policy: Policy) -> pa.Table:
     return out.append_column("g", pa.array(np.arange(out.num_rows, dtype=np.int64)))
 
 
-def _why(known: pa.Table, rows: np.ndarray, code: np.ndarray, revoke_row: np.ndarray, expire_row: np.ndarray,
-         t: str, policy: Policy, lic: dict[str, tuple[int, str]]) -> pa.Array:
+def _why(
+    known: pa.Table,
+    rows: np.ndarray,
+    code: np.ndarray,
+    revoke_row: np.ndarray,
+    expire_row: np.ndarray,
+    t: str,
+    policy: Policy,
+    lic: dict[str, tuple[int, str]],
+) -> pa.Array:
     """Per effective grant, 'reason (the failing term)': built column-wise for the failing grants only,
     each distinct licence / purposes / territories string formatted once."""
     pool: list[pa.Array] = [pa.array(list(_VERDICTS), pa.string())]
@@ -292,8 +342,15 @@ def _why(known: pa.Table, rows: np.ndarray, code: np.ndarray, revoke_row: np.nda
 
     need = set(policy.purposes)
     terr = policy.territory
-    for reason in ("revoked", "expired", "not_yet_valid", "licence_unknown", "licence_not_accepted",
-                   "purpose_not_granted", "territory_not_granted"):
+    for reason in (
+        "revoked",
+        "expired",
+        "not_yet_valid",
+        "licence_unknown",
+        "licence_not_accepted",
+        "purpose_not_granted",
+        "territory_not_granted",
+    ):
         idx = np.flatnonzero(code == _CODE[reason])
         if len(idx) == 0:
             continue
@@ -304,28 +361,39 @@ def _why(known: pa.Table, rows: np.ndarray, code: np.ndarray, revoke_row: np.nda
             until = col("valid_until", at)
             by_date = pc.less_equal(until, t).fill_null(False)
             ended = pc.binary_join_element_wise("valid_until ", until.fill_null(""), " has passed", "")
-            text = ended if len(np.flatnonzero(expire_row[idx] < 0)) == len(idx) else pc.if_else(
-                by_date, ended, event("expired by ledger seq ", np.maximum(expire_row[idx], 0)))
+            text = (
+                ended
+                if len(np.flatnonzero(expire_row[idx] < 0)) == len(idx)
+                else pc.if_else(by_date, ended, event("expired by ledger seq ", np.maximum(expire_row[idx], 0)))
+            )
         elif reason == "not_yet_valid":
-            text = pc.binary_join_element_wise("valid from ", col("valid_from", at).fill_null("(none)"),
-                                               ", cleared at " + t, "")
+            text = pc.binary_join_element_wise(
+                "valid from ", col("valid_from", at).fill_null("(none)"), ", cleared at " + t, ""
+            )
         elif reason.startswith("licence"):
             text = _text_unique(col("licence", at).fill_null(""), lambda s: lic.get(s or "", (0, "no licence"))[1])
         elif reason == "purpose_not_granted":
-            text = _text_unique(col("purposes", at), lambda s: (
-                f"purposes missing: {', '.join(sorted(need - set((s or '').split())))}; "
-                f"granted: {', '.join((s or '').split()) or 'none'}"))
+            text = _text_unique(
+                col("purposes", at),
+                lambda s: (
+                    f"purposes missing: {', '.join(sorted(need - set((s or '').split())))}; "
+                    f"granted: {', '.join((s or '').split()) or 'none'}"
+                ),
+            )
         else:
-            text = _text_unique(col("territories", at), lambda s: (
-                f"territory {terr} asked; granted: {_listed((s or '').split()) or 'none'}"))
+            text = _text_unique(
+                col("territories", at),
+                lambda s: f"territory {terr} asked; granted: {_listed((s or '').split()) or 'none'}",
+            )
         pool.append(pc.binary_join_element_wise(f"{reason} (", text, ")", "").cast(pa.string()))
         pick[idx] = base + np.arange(len(idx))
         base += len(idx)
     return pa.concat_arrays(pool).take(pa.array(np.maximum(pick, 0), pa.int64()))
 
 
-def _join_codes(item_codes: np.ndarray, item_rows: np.ndarray, grant_codes: np.ndarray,
-                grant_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _join_codes(
+    item_codes: np.ndarray, item_rows: np.ndarray, grant_codes: np.ndarray, grant_rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Inner equi-join of (item row, code) with (grant row, code) on integer codes: all pairs."""
     order = np.argsort(grant_codes, kind="stable")
     sorted_codes = grant_codes[order]
@@ -365,8 +433,12 @@ def _pairs(items: pa.Table, grants: pa.Table) -> tuple[np.ndarray, np.ndarray]:
             grant_idx.append(g)
     item_level = named["recording_id"] | named["isrc"] | named["audio_sha256"]
     n_unique = len(item_idx)
-    for key, rows in (("recording_id", any_match & named["recording_id"]), ("isrc", any_match & named["isrc"]),
-                      ("audio_sha256", any_match & named["audio_sha256"]), ("catalog", any_match & ~item_level)):
+    for key, rows in (
+        ("recording_id", any_match & named["recording_id"]),
+        ("isrc", any_match & named["isrc"]),
+        ("audio_sha256", any_match & named["audio_sha256"]),
+        ("catalog", any_match & ~item_level),
+    ):
         if rows.any():  # any named identifier: one join per identifier (a recording id within its catalogue)
             checks = ["catalog"] if key == "recording_id" else []
             i, g = _join_on(items, grants, np.flatnonzero(rows), key, checks, named)
@@ -384,8 +456,9 @@ def _pairs(items: pa.Table, grants: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return i, g
 
 
-def _join_on(items: pa.Table, grants: pa.Table, g_rows: np.ndarray, key: str, checks: list[str],
-             named: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _join_on(
+    items: pa.Table, grants: pa.Table, g_rows: np.ndarray, key: str, checks: list[str], named: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of `g_rows` with the items whose `key` equals theirs, kept where every identifier of
     `checks` the grant names equals the item's too (a null on the item never matches). The join
     hashes the grants' distinct values once and probes them with the items' (integer codes after)."""
@@ -406,8 +479,9 @@ def _join_on(items: pa.Table, grants: pa.Table, g_rows: np.ndarray, key: str, ch
     return i[ok], g[ok]
 
 
-def _after_revocations(i: np.ndarray, g: np.ndarray, code: np.ndarray, revoked_seq: np.ndarray,
-                       seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _after_revocations(
+    i: np.ndarray, g: np.ndarray, code: np.ndarray, revoked_seq: np.ndarray, seq: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Drop the pairs of grants recorded before the latest revocation that matches the same item
     (opt-outs stay: they outrank everything anyway)."""
     rev = code[g] == _CODE["revoked"]
@@ -424,8 +498,9 @@ _VERDICTS = ("ok",) + GRANT_REASONS  # by grant verdict code
 _NO_GRANT = len(_VERDICTS)  # item code after the grant codes
 
 
-def clear(catalog: pa.Table, frame: pa.Table, policy: Policy, at: datetime | None = None, *,
-          grants: pa.Table | None = None) -> Clearance:
+def clear(
+    catalog: pa.Table, frame: pa.Table, policy: Policy, at: datetime | None = None, *, grants: pa.Table | None = None
+) -> Clearance:
     """Decide every catalogue row. `frame` is `Ledger.frame()` (one row per ledger event; only
     `CLEARANCE_COLUMNS` are read). `grants`: `effective_grants(frame, at, policy)` when the
     caller already has it (same frame, moment and policy)."""
@@ -521,13 +596,22 @@ def _clear(catalog: pa.Table, frame: pa.Table, policy: Policy, at: datetime, gra
         pick[rejected] = base + np.arange(len(rejected))
     reasons = pa.concat_arrays(reason_pool).take(pa.array(rpick, pa.int64()))
     details = pa.concat_arrays([_array(p).cast(pa.string()) for p in pool]).take(pa.array(pick, pa.int64()))
-    return Clearance(at=at, policy=policy, cleared=cleared, reasons=reasons, details=details,
-                     grant_offsets=offsets, grant_flat=pair_gids, clearing_ids=clearing_ids,
-                     clearing_seqs=clearing_seqs)
+    return Clearance(
+        at=at,
+        policy=policy,
+        cleared=cleared,
+        reasons=reasons,
+        details=details,
+        grant_offsets=offsets,
+        grant_flat=pair_gids,
+        clearing_ids=clearing_ids,
+        clearing_seqs=clearing_seqs,
+    )
 
 
-def recheck(catalog: pa.Table, frame: pa.Table, policy: Policy, expected: dict[str, str],
-            at: datetime | None = None) -> dict[str, tuple[str, str]]:
+def recheck(
+    catalog: pa.Table, frame: pa.Table, policy: Policy, expected: dict[str, str], at: datetime | None = None
+) -> dict[str, tuple[str, str]]:
     """Which of `expected` (recording_id → audio sha256) no longer clear now, and why.
 
     Training calls this at start: a snapshot is only as good as the consent behind it

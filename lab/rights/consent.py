@@ -63,8 +63,10 @@ def verify_chain(ledger: Ledger, report: VerifyReport | None = None, *, incremen
     report = verify_ledger(ledger, report=report, incremental=incremental)
     if not report.ok:
         p = report.first_problem
-        raise LedgerBroken(f"the consent ledger does not verify (seq {p.seq}: {p.problem}); "
-                           "no consent decision is made from it: run `lab rights verify`")
+        raise LedgerBroken(
+            f"the consent ledger does not verify (seq {p.seq}: {p.problem}); "
+            "no consent decision is made from it: run `lab rights verify`"
+        )
     return report.head_seq, report.head_hash
 
 
@@ -82,9 +84,16 @@ def subjects(sources: pa.Table, catalog: str | None = None) -> pa.Table:
     return pa.table(cols)
 
 
-def check_sources(sources: pa.Table, ledger: Ledger, policy: Policy, *, at: datetime | None = None,
-                  catalog: str | None = None, verified: VerifyReport | None = None,
-                  incremental: bool = False) -> ConsentAnswer:
+def check_sources(
+    sources: pa.Table,
+    ledger: Ledger,
+    policy: Policy,
+    *,
+    at: datetime | None = None,
+    catalog: str | None = None,
+    verified: VerifyReport | None = None,
+    incremental: bool = False,
+) -> ConsentAnswer:
     """Would every source clear under `policy` at `at` (default: now, never the policy's pinned
     moment: a past date must not hide a revocation recorded since)?
 
@@ -97,9 +106,13 @@ def check_sources(sources: pa.Table, ledger: Ledger, policy: Policy, *, at: date
     table = subjects(sources, catalog)
     frame = ledger.frame(upto_seq=head[0], columns=CLEARANCE_COLUMNS)
     decision = clear(table, frame, policy, at)
-    verdicts = pa.table({
-        "recording_id": table["recording_id"], "catalog": table["catalog"],
-        "cleared": pa.array(np.asarray(decision.cleared, dtype=bool)),
-        "reason": decision.reasons, "detail": decision.details,
-    })
+    verdicts = pa.table(
+        {
+            "recording_id": table["recording_id"],
+            "catalog": table["catalog"],
+            "cleared": pa.array(np.asarray(decision.cleared, dtype=bool)),
+            "reason": decision.reasons,
+            "detail": decision.details,
+        }
+    )
     return ConsentAnswer(at=at, policy=policy, ledger_head=head, verdicts=verdicts)

@@ -63,8 +63,20 @@ from ..util.timestamps import from_ts, to_ts, utcnow
 from .records import EVENT_ADAPTER, STORED, AmendEvent, ExpireEvent, GrantEvent, RevokeEvent, parse_event
 
 __all__ = [
-    "COLUMNS", "FRAME_COLUMNS", "GENESIS", "TABLE", "Ledger", "LedgerError", "PayloadBatch", "Problem", "StoredEvent",
-    "TS_FORMAT", "VerifyReport", "format_validation_error", "from_ts", "to_ts",
+    "COLUMNS",
+    "FRAME_COLUMNS",
+    "GENESIS",
+    "TABLE",
+    "Ledger",
+    "LedgerError",
+    "PayloadBatch",
+    "Problem",
+    "StoredEvent",
+    "TS_FORMAT",
+    "VerifyReport",
+    "format_validation_error",
+    "from_ts",
+    "to_ts",
 ]
 
 Event = GrantEvent | AmendEvent | RevokeEvent | ExpireEvent
@@ -76,10 +88,27 @@ PG_LOCK_KEY = 0x6C61622D6C6467
 KINDS = ("grant", "amend", "revoke", "expire")
 
 COLUMNS = (
-    "seq", "event_id", "kind", "grant_id", "version", "supersedes", "status",
-    "subject_recording_id", "subject_isrc", "subject_sha256", "subject_catalog",
-    "purposes", "territories", "licence", "valid_from", "valid_until", "effective_at",
-    "recorded_at", "payload", "prev_hash", "hash",
+    "seq",
+    "event_id",
+    "kind",
+    "grant_id",
+    "version",
+    "supersedes",
+    "status",
+    "subject_recording_id",
+    "subject_isrc",
+    "subject_sha256",
+    "subject_catalog",
+    "purposes",
+    "territories",
+    "licence",
+    "valid_from",
+    "valid_until",
+    "effective_at",
+    "recorded_at",
+    "payload",
+    "prev_hash",
+    "hash",
 )
 HASHED = COLUMNS[:-1]  # everything but `hash`
 FRAME_COLUMNS = tuple(c for c in COLUMNS if c != "payload")
@@ -121,8 +150,12 @@ ledger_events = Table(
 _INDEXES = [Index(f"ix_{TABLE}_grant_id", ledger_events.c.grant_id)] + [
     # Partial: most rows leave some of these empty (only amends name `supersedes`), and
     # `col = ?` implies `col IS NOT NULL`, so lookups still use them (SQLite and PostgreSQL).
-    Index(f"ix_{TABLE}_{c}", ledger_events.c[c],
-          sqlite_where=ledger_events.c[c].isnot(None), postgresql_where=ledger_events.c[c].isnot(None))
+    Index(
+        f"ix_{TABLE}_{c}",
+        ledger_events.c[c],
+        sqlite_where=ledger_events.c[c].isnot(None),
+        postgresql_where=ledger_events.c[c].isnot(None),
+    )
     for c in ("supersedes", "subject_recording_id", "subject_isrc", "subject_sha256", "subject_catalog")
 ]
 
@@ -134,9 +167,9 @@ _SQLITE_MMAP = 17179869184  # SQLite caps it at its compile-time maximum (2 GiB 
 _GUARD_MSG = "ledger_events is append-only"
 _SQLITE_GUARDS = {
     "ledger_events_no_update": f"CREATE TRIGGER IF NOT EXISTS ledger_events_no_update BEFORE UPDATE ON {TABLE} "
-                               f"BEGIN SELECT RAISE(ABORT, '{_GUARD_MSG}: UPDATE refused'); END",
+    f"BEGIN SELECT RAISE(ABORT, '{_GUARD_MSG}: UPDATE refused'); END",
     "ledger_events_no_delete": f"CREATE TRIGGER IF NOT EXISTS ledger_events_no_delete BEFORE DELETE ON {TABLE} "
-                               f"BEGIN SELECT RAISE(ABORT, '{_GUARD_MSG}: DELETE refused'); END",
+    f"BEGIN SELECT RAISE(ABORT, '{_GUARD_MSG}: DELETE refused'); END",
 }
 # No '%' anywhere: psycopg would read it as a placeholder.
 _PG_GUARD_FN = (
@@ -144,10 +177,10 @@ _PG_GUARD_FN = (
     f"BEGIN RAISE EXCEPTION USING MESSAGE = '{_GUARD_MSG}: ' || TG_OP || ' refused'; END $$"
 )
 _PG_GUARDS = {
-    "ledger_events_no_update_delete": f"CREATE TRIGGER ledger_events_no_update_delete BEFORE UPDATE OR DELETE ON {TABLE} "
-                                      "FOR EACH ROW EXECUTE FUNCTION lab_ledger_events_append_only()",
+    "ledger_events_no_update_delete": "CREATE TRIGGER ledger_events_no_update_delete "
+    f"BEFORE UPDATE OR DELETE ON {TABLE} FOR EACH ROW EXECUTE FUNCTION lab_ledger_events_append_only()",
     "ledger_events_no_truncate": f"CREATE TRIGGER ledger_events_no_truncate BEFORE TRUNCATE ON {TABLE} "
-                                 "FOR EACH STATEMENT EXECUTE FUNCTION lab_ledger_events_append_only()",
+    "FOR EACH STATEMENT EXECUTE FUNCTION lab_ledger_events_append_only()",
 }
 
 
@@ -209,9 +242,14 @@ class StoredEvent:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "seq": self.seq, "event_id": self.event_id, "kind": self.kind, "grant_id": self.grant_id,
-            "recorded_at": to_ts(self.recorded_at), "event": self.event.model_dump(mode="json"),
-            "prev_hash": self.prev_hash, "hash": self.hash,
+            "seq": self.seq,
+            "event_id": self.event_id,
+            "kind": self.kind,
+            "grant_id": self.grant_id,
+            "recorded_at": to_ts(self.recorded_at),
+            "event": self.event.model_dump(mode="json"),
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
         }
 
 
@@ -258,14 +296,40 @@ def _derive(p: dict) -> tuple:
         g = p["grant"]
         s = g["subject"]
         return (
-            kind, g["grant_id"], g["version"], g["supersedes"], g["status"],
-            s["recording_id"], s["isrc"], s["audio_sha256"], s["catalog"],
-            " ".join(sorted(g["purposes"])), " ".join(sorted(g["territories"])), g["licence"],
-            _json_ts(g["valid_from"]), _json_ts(g["valid_until"]), None,
+            kind,
+            g["grant_id"],
+            g["version"],
+            g["supersedes"],
+            g["status"],
+            s["recording_id"],
+            s["isrc"],
+            s["audio_sha256"],
+            s["catalog"],
+            " ".join(sorted(g["purposes"])),
+            " ".join(sorted(g["territories"])),
+            g["licence"],
+            _json_ts(g["valid_from"]),
+            _json_ts(g["valid_until"]),
+            None,
         )
     if kind == "revoke" or kind == "expire":
-        return (kind, p["grant_id"], None, None, None, None, None, None, None, None, None, None, None, None,
-                _json_ts(p["effective_at"]))
+        return (
+            kind,
+            p["grant_id"],
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            _json_ts(p["effective_at"]),
+        )
     raise ValueError(f"unknown event kind {kind!r}")
 
 
@@ -296,12 +360,12 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]
             loc = loc[1:]  # the discriminator tag pydantic puts first
         msg = str(err.get("msg", "invalid"))
         if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         if err.get("type") == "value_error":
             for needle, field in _FIELD_HINTS:
                 if needle in msg:
                     tail = field.split(".")
-                    if loc[-len(tail):] != tail:
+                    if loc[-len(tail) :] != tail:
                         loc = [x for x in loc if x not in tail] + tail
                     break
         path = ".".join(str(x) for x in loc)
@@ -418,12 +482,20 @@ class Ledger:
 
     def _missing_guards(self, conn: Connection) -> list[str]:
         if self._sqlite:
-            have = {r[0] for r in conn.exec_driver_sql(
-                f"SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = '{TABLE}'")}
+            have = {
+                r[0]
+                for r in conn.exec_driver_sql(
+                    f"SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = '{TABLE}'"
+                )
+            }
             return [n for n in _SQLITE_GUARDS if n not in have]
         if self._pg:
-            have = {r[0] for r in conn.exec_driver_sql(
-                f"SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass('{TABLE}') AND NOT tgisinternal")}
+            have = {
+                r[0]
+                for r in conn.exec_driver_sql(
+                    f"SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass('{TABLE}') AND NOT tgisinternal"
+                )
+            }
             return [n for n in _PG_GUARDS if n not in have]
         return []
 
@@ -491,7 +563,8 @@ class Ledger:
     def _head_row(conn: Connection) -> tuple[int, str, str]:
         row = conn.execute(
             select(ledger_events.c.seq, ledger_events.c.hash, ledger_events.c.recorded_at)
-            .order_by(ledger_events.c.seq.desc()).limit(1)
+            .order_by(ledger_events.c.seq.desc())
+            .limit(1)
         ).first()
         return (0, GENESIS, "") if row is None else (int(row[0]), row[1], row[2])
 
@@ -503,14 +576,29 @@ class Ledger:
         try:
             ev = EVENT_ADAPTER.validate_json(row[4], context=STORED)
         except ValidationError as exc:
-            raise LedgerError(f"event seq {seq} ({row[1]}): stored payload does not validate: "
-                              + "; ".join(format_validation_error(exc))) from None
-        return StoredEvent(seq=int(seq), event_id=row[1], kind=row[2], recorded_at=from_ts(row[3]), event=ev,
-                           prev_hash=row[5], hash=row[6])
+            raise LedgerError(
+                f"event seq {seq} ({row[1]}): stored payload does not validate: "
+                + "; ".join(format_validation_error(exc))
+            ) from None
+        return StoredEvent(
+            seq=int(seq),
+            event_id=row[1],
+            kind=row[2],
+            recorded_at=from_ts(row[3]),
+            event=ev,
+            prev_hash=row[5],
+            hash=row[6],
+        )
 
-    _EV_COLS = (ledger_events.c.seq, ledger_events.c.event_id, ledger_events.c.kind,
-                ledger_events.c.recorded_at, ledger_events.c.payload, ledger_events.c.prev_hash,
-                ledger_events.c.hash)
+    _EV_COLS = (
+        ledger_events.c.seq,
+        ledger_events.c.event_id,
+        ledger_events.c.kind,
+        ledger_events.c.recorded_at,
+        ledger_events.c.payload,
+        ledger_events.c.prev_hash,
+        ledger_events.c.hash,
+    )
 
     def _select_events(self, where=None) -> list[StoredEvent]:
         self._ensure()
@@ -563,8 +651,15 @@ class Ledger:
             if problems:
                 break
             last, prev, prev_rec = seq, h, rec
-        return VerifyReport(ok=not problems, n_events=n, head_seq=last, head_hash=prev, problems=problems,
-                            n_problems=len(problems), deep=False)
+        return VerifyReport(
+            ok=not problems,
+            n_events=n,
+            head_seq=last,
+            head_hash=prev,
+            problems=problems,
+            n_problems=len(problems),
+            deep=False,
+        )
 
     def payloads(self, seqs: Iterable[int]) -> dict[int, dict[str, Any]]:
         """Raw stored payloads (already validated at append) by seq: the snapshot copies grant
@@ -586,8 +681,13 @@ class Ledger:
         for batch in self.payload_batches(seqs):
             yield from batch
 
-    def payload_batches(self, seqs: Sequence[int], batch: int = 4096, *, grant_fields: Sequence[str] | None = None,
-                        ) -> Iterator[Sequence[tuple[int, str | bytes]]]:
+    def payload_batches(
+        self,
+        seqs: Sequence[int],
+        batch: int = 4096,
+        *,
+        grant_fields: Sequence[str] | None = None,
+    ) -> Iterator[Sequence[tuple[int, str | bytes]]]:
         """`payload_texts` in lists of up to `batch`. Only the rows asked for are read (SQLite: a
         `json_each` list, each batch's payloads concatenated by SQLite in one step, so a reader
         thread holds the GIL for a split, not per row; PostgreSQL: an array, streamed).
@@ -613,11 +713,19 @@ class Ledger:
                 if started:
                     raise
         elif self._pg:
-            expr = "e.payload" if fields is None else (
-                "json_build_object(" + ", ".join(f"'{f}', e.payload::json -> 'grant' -> '{f}'" for f in fields)
-                + ")::text")
-            sql = (f"SELECT e.seq, {expr} FROM unnest(%s::bigint[]) WITH ORDINALITY AS u(seq, ord) "
-                   f"JOIN {TABLE} AS e ON e.seq = u.seq ORDER BY u.ord")
+            expr = (
+                "e.payload"
+                if fields is None
+                else (
+                    "json_build_object("
+                    + ", ".join(f"'{f}', e.payload::json -> 'grant' -> '{f}'" for f in fields)
+                    + ")::text"
+                )
+            )
+            sql = (
+                f"SELECT e.seq, {expr} FROM unnest(%s::bigint[]) WITH ORDINALITY AS u(seq, ord) "
+                f"JOIN {TABLE} AS e ON e.seq = u.seq ORDER BY u.ord"
+            )
             with self._raw_cursor(sql, (seqs,)) as cur:
                 while rows := cur.fetchmany(batch):
                     yield rows
@@ -629,13 +737,18 @@ class Ledger:
                 rows = [(s, found[s]) for s in chunk if s in found]
                 yield rows if fields is None else [(s, _grant_subset(p, fields)) for s, p in rows]
 
-    def _payload_batches_sqlite(self, seqs: list[int], batch: int, fields: tuple[str, ...] | None
-                                ) -> Iterator[Sequence[tuple[int, str | bytes]]]:
-        expr = "e.payload" if fields is None else (
-            "json_object(" + ", ".join(f"'{f}', e.payload -> '$.grant.{f}'" for f in fields) + ")")
+    def _payload_batches_sqlite(
+        self, seqs: list[int], batch: int, fields: tuple[str, ...] | None
+    ) -> Iterator[Sequence[tuple[int, str | bytes]]]:
+        expr = (
+            "e.payload"
+            if fields is None
+            else ("json_object(" + ", ".join(f"'{f}', e.payload -> '$.grant.{f}'" for f in fields) + ")")
+        )
         pick = f"FROM json_each(?) AS j CROSS JOIN {TABLE} AS e ON e.seq = j.value"
-        joined = (f"SELECT CAST(group_concat(x, char(10)) AS BLOB), count(*) FROM "
-                  f"(SELECT {expr} AS x {pick} ORDER BY j.key)")
+        joined = (
+            f"SELECT CAST(group_concat(x, char(10)) AS BLOB), count(*) FROM (SELECT {expr} AS x {pick} ORDER BY j.key)"
+        )
         rows = f"SELECT e.seq, {expr} {pick} ORDER BY j.key"
         with self._bulk_read() as dbapi:
             for chunk in _chunks(seqs, batch):
@@ -670,8 +783,13 @@ class Ledger:
             out += self._select_events(t.grant_id.in_(chunk))
         return sorted(out, key=lambda e: e.seq)
 
-    def events_for_subject(self, recording_id: str | None = None, isrc: str | None = None,
-                           sha256: str | None = None, catalog: str | None = None) -> list[StoredEvent]:
+    def events_for_subject(
+        self,
+        recording_id: str | None = None,
+        isrc: str | None = None,
+        sha256: str | None = None,
+        catalog: str | None = None,
+    ) -> list[StoredEvent]:
         """Events of every grant whose subject names ANY of the given identifiers, with the
         revocations and expiries of those grants, in seq order."""
         t = ledger_events.c
@@ -742,8 +860,10 @@ class Ledger:
     def _frame_sqlite(self, where: str, cols: Sequence[str] = FRAME_COLUMNS, step: int = 50_000) -> pa.Table:
         schema = _frame_schema(cols)
         args = ", ".join(c if c in _FRAME_NOT_NULL else f"coalesce({c}, char(30))" for c in cols)
-        sql = (f"SELECT CAST(group_concat(line, char(10)) AS BLOB), count(*) FROM (SELECT printf(?, {args}) AS line "
-               f"FROM {TABLE} WHERE seq >= ? AND seq <= ? ORDER BY seq)")
+        sql = (
+            f"SELECT CAST(group_concat(line, char(10)) AS BLOB), count(*) FROM (SELECT printf(?, {args}) AS line "
+            f"FROM {TABLE} WHERE seq >= ? AND seq <= ? ORDER BY seq)"
+        )
         fmt = "\x1f".join(["%s"] * len(cols))
         parse = pcsv.ParseOptions(delimiter="\x1f", quote_char=False, double_quote=False, escape_char=False)
         convert = pcsv.ConvertOptions(column_types=schema, null_values=["\x1e"], strings_can_be_null=True)
@@ -754,8 +874,9 @@ class Ledger:
             dbapi.execute("BEGIN")
             try:
                 # min() and max() apart: together they would scan the table.
-                lo, hi = dbapi.execute(f"SELECT (SELECT min(seq) FROM {TABLE}{where}), "
-                                       f"(SELECT max(seq) FROM {TABLE}{where})").fetchone()
+                lo, hi = dbapi.execute(
+                    f"SELECT (SELECT min(seq) FROM {TABLE}{where}), (SELECT max(seq) FROM {TABLE}{where})"
+                ).fetchone()
                 starts = [] if lo is None else range(int(lo), int(hi) + 1, step)
                 ranges = [(a, min(a + step - 1, int(hi))) for a in starts]
 
@@ -772,8 +893,9 @@ class Ledger:
                         pending = pool.submit(fetch, *ranges[k + 1]) if k + 1 < len(ranges) else None
                         if not count:
                             continue
-                        t = pcsv.read_csv(pa.BufferReader(blob), read_options=read, parse_options=parse,
-                                          convert_options=convert)
+                        t = pcsv.read_csv(
+                            pa.BufferReader(blob), read_options=read, parse_options=parse, convert_options=convert
+                        )
                         if t.num_rows != count:  # a value held a line break or a delimiter
                             if pending is not None:
                                 pending.result()
@@ -790,8 +912,7 @@ class Ledger:
 
     def _frame_pg(self, where: str, cols: Sequence[str] = FRAME_COLUMNS) -> pa.Table:
         schema = _frame_schema(cols)
-        sql = (f"COPY (SELECT {', '.join(cols)} FROM {TABLE}{where} ORDER BY seq) "
-               "TO STDOUT (FORMAT csv, FORCE_QUOTE *)")
+        sql = f"COPY (SELECT {', '.join(cols)} FROM {TABLE}{where} ORDER BY seq) TO STDOUT (FORMAT csv, FORCE_QUOTE *)"
         buf = io.BytesIO()
         with self.engine.connect() as conn:
             with conn.connection.dbapi_connection.cursor() as cur:
@@ -803,10 +924,13 @@ class Ledger:
         buf.seek(0)
         # Non-null values are all quoted; NULL is the unquoted empty field.
         return pcsv.read_csv(
-            buf, read_options=pcsv.ReadOptions(column_names=list(cols)),
+            buf,
+            read_options=pcsv.ReadOptions(column_names=list(cols)),
             parse_options=pcsv.ParseOptions(newlines_in_values=True),
-            convert_options=pcsv.ConvertOptions(column_types=schema, null_values=[""], strings_can_be_null=True,
-                                                quoted_strings_can_be_null=False))
+            convert_options=pcsv.ConvertOptions(
+                column_types=schema, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False
+            ),
+        )
 
     def _frame_cursor(self, where: str, cols: Sequence[str] = FRAME_COLUMNS, batch: int = 100_000) -> pa.Table:
         schema = _frame_schema(cols)
@@ -825,8 +949,9 @@ class Ledger:
         """Validate, check against the ledger's state, chain and store one event."""
         return self.append_many([event], recorded_at=recorded_at)[0]
 
-    def append_many(self, events: Iterable[Any], *, recorded_at: datetime | None = None,
-                    labels: Sequence[str] | None = None) -> list[StoredEvent]:
+    def append_many(
+        self, events: Iterable[Any], *, recorded_at: datetime | None = None, labels: Sequence[str] | None = None
+    ) -> list[StoredEvent]:
         """Append a batch in ONE transaction: all of it, or (on any refusal) none of it.
 
         `events` are event models or raw dicts (validated with `parse_event`). `recorded_at`
@@ -887,8 +1012,10 @@ class Ledger:
             head_seq, prev, head_rec = self._head_row(conn)
             if explicit is not None:
                 if explicit < head_rec:
-                    raise LedgerError(f"recorded_at {explicit} is earlier than the ledger head's ({head_rec}); "
-                                      "the ledger's clock never goes backwards")
+                    raise LedgerError(
+                        f"recorded_at {explicit} is earlier than the ledger head's ({head_rec}); "
+                        "the ledger's clock never goes backwards"
+                    )
                 rec = explicit
             else:
                 rec = max(to_ts(utcnow()), head_rec)
@@ -901,7 +1028,7 @@ class Ledger:
             seq = head_seq
             step = 5000  # bounded memory for million-event imports
             for start in range(0, len(models), step):
-                chunk = models[start:start + step]
+                chunk = models[start : start + step]
                 rows: list[tuple] = []
                 for k, model in enumerate(chunk):
                     d = model.model_dump(mode="json")
@@ -912,8 +1039,11 @@ class Ledger:
                     row = (seq, eid, *cols, rec, canonical_json(d).decode(), prev)
                     h = _row_hash(row)
                     rows.append(row + (h,))
-                    stored.append(StoredEvent(seq=seq, event_id=eid, kind=cols[0], recorded_at=rec_dt, event=model,
-                                              prev_hash=prev, hash=h))
+                    stored.append(
+                        StoredEvent(
+                            seq=seq, event_id=eid, kind=cols[0], recorded_at=rec_dt, event=model, prev_hash=prev, hash=h
+                        )
+                    )
                     prev = h
                 insert(rows)
             if big:
@@ -985,9 +1115,16 @@ class Ledger:
 
     # -- verifying -----------------------------------------------------------
 
-    def verify(self, *, deep: bool = True, anchor: tuple[int, str] | None = None,
-               anchors: Sequence[tuple[int, str]] = (), start: tuple[int, str] | None = None,
-               max_problems: int = 100, batch: int = 20_000) -> VerifyReport:
+    def verify(
+        self,
+        *,
+        deep: bool = True,
+        anchor: tuple[int, str] | None = None,
+        anchors: Sequence[tuple[int, str]] = (),
+        start: tuple[int, str] | None = None,
+        max_problems: int = 100,
+        batch: int = 20_000,
+    ) -> VerifyReport:
         """Re-derive the whole chain and report every problem found.
 
         Always (integrity: catches any row changed, deleted or inserted after it was written):
@@ -1019,10 +1156,12 @@ class Ledger:
             start_row = None
             if start is not None and start[0] > 0:
                 t = ledger_events.c
-                start_row = conn.execute(select(t.seq, t.hash, t.event_id, t.recorded_at)
-                                         .where(t.seq == int(start[0]))).first()
-        warnings = [f"append-only guard {name!r} is missing (dropped?); the next append puts it back"
-                    for name in missing]
+                start_row = conn.execute(
+                    select(t.seq, t.hash, t.event_id, t.recorded_at).where(t.seq == int(start[0]))
+                ).first()
+        warnings = [
+            f"append-only guard {name!r} is missing (dropped?); the next append puts it back" for name in missing
+        ]
 
         i_rec, i_prev, i_hash = _I["recorded_at"], _I["prev_hash"], _I["hash"]
         sql = f"SELECT {', '.join(COLUMNS)} FROM {TABLE}"
@@ -1032,8 +1171,11 @@ class Ledger:
             expected, prev_hash, prev_rec, last_seq = int(start[0]) + 1, start[1], start_row[3], int(start[0])
         elif start is not None and start[0] > 0:
             what = "is gone" if start_row is None else "has another hash"
-            problem(int(start[0]), start_row[2] if start_row else None,
-                    f"the last verified head seq {start[0]} {what}: the ledger was rewritten since it was verified")
+            problem(
+                int(start[0]),
+                start_row[2] if start_row else None,
+                f"the last verified head seq {start[0]} {what}: the ledger was rewritten since it was verified",
+            )
         start_seq = last_seq
         sql += " ORDER BY seq"
         anchor_seen = anchor is None or anchor[0] <= start_seq
@@ -1067,27 +1209,50 @@ class Ledger:
                         seen_anchors.add(seq)
                         if h != amap[seq]:
                             failed.add(seq)
-                            problem(seq, row[1], f"signed head seq {seq} has hash {amap[seq]}, the ledger now "
-                                                 f"has {h}: rewritten after it was signed")
+                            problem(
+                                seq,
+                                row[1],
+                                f"signed head seq {seq} has hash {amap[seq]}, the ledger now "
+                                f"has {h}: rewritten after it was signed",
+                            )
                     if anchor is not None and seq == anchor[0]:
                         anchor_seen = True
                         if h != anchor[1]:
-                            problem(seq, row[1], f"anchored head seq {anchor[0]} has hash {h}, "
-                                                 f"not the remembered {anchor[1]}")
+                            problem(
+                                seq,
+                                row[1],
+                                f"anchored head seq {anchor[0]} has hash {h}, not the remembered {anchor[1]}",
+                            )
                     prev_hash, last_seq = h, seq
                     if type(rec) is str and rec > prev_rec:
                         prev_rec = rec
                     expected = (seq if isinstance(seq, int) else expected) + 1
         if not anchor_seen:
-            problem(anchor[0], None, f"anchored head seq {anchor[0]} is not in the ledger, which ends at "
-                                     f"seq {last_seq} (truncated?)")
+            problem(
+                anchor[0],
+                None,
+                f"anchored head seq {anchor[0]} is not in the ledger, which ends at seq {last_seq} (truncated?)",
+            )
         for seq in sorted(set(amap) - seen_anchors):
             failed.add(seq)
-            problem(seq, None, f"signed head seq {seq} is not in the ledger, which ends at seq {last_seq} "
-                               "(deleted after it was signed?)")
-        return VerifyReport(ok=n_problems == 0, n_events=n, head_seq=last_seq if isinstance(last_seq, int) else -1,
-                            head_hash=prev_hash, problems=problems, n_problems=n_problems, warnings=warnings,
-                            deep=deep, start_seq=start_seq, anchors_failed=sorted(failed))
+            problem(
+                seq,
+                None,
+                f"signed head seq {seq} is not in the ledger, which ends at seq {last_seq} "
+                "(deleted after it was signed?)",
+            )
+        return VerifyReport(
+            ok=n_problems == 0,
+            n_events=n,
+            head_seq=last_seq if isinstance(last_seq, int) else -1,
+            head_hash=prev_hash,
+            problems=problems,
+            n_problems=n_problems,
+            warnings=warnings,
+            deep=deep,
+            start_seq=start_seq,
+            anchors_failed=sorted(failed),
+        )
 
     @staticmethod
     def _link_problems(problem, row, expected: int, prev_hash: str, prev_rec: str, last_seq: int) -> None:
@@ -1139,16 +1304,19 @@ def _check_one(state: dict[str, list], cols: tuple, i: int, labels: Sequence[str
 
     if kind == "grant":
         if exists:
-            refuse(f"grant_id already exists (version {st[0]}); record a change as an amend "
-                   f"event with grant.supersedes={gid!r} and version > {st[0]}")
+            refuse(
+                f"grant_id already exists (version {st[0]}); record a change as an amend "
+                f"event with grant.supersedes={gid!r} and version > {st[0]}"
+            )
         state[gid] = [version, None]
     elif kind == "amend":
         sup = state.get(supersedes)
         if sup is None or sup[0] is None:
             refuse(f"supersedes {supersedes!r}, which is not in the ledger")
         if sup[1] is not None:
-            refuse(f"supersedes {supersedes!r}, which was revoked; consent given again is a new "
-                   "grant with a new grant_id")
+            refuse(
+                f"supersedes {supersedes!r}, which was revoked; consent given again is a new grant with a new grant_id"
+            )
         if exists:
             if st[1] is not None:
                 refuse("the grant was revoked; consent given again is a new grant with a new grant_id")
@@ -1189,4 +1357,4 @@ def _frame_schema(cols: Sequence[str]) -> pa.Schema:
 
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]

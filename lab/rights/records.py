@@ -136,8 +136,10 @@ class Subject(Strict):
             raise ValueError("subject needs at least one of recording_id, isrc, audio_sha256, catalog")
         stored = bool(info.context and info.context.get("stored"))  # written before the rule: read as it is
         if self.recording_id and not (self.catalog or self.isrc or self.audio_sha256) and not stored:
-            raise ValueError(f"recording_id {self.recording_id!r} alone is ambiguous across catalogues: "
-                             "name its catalog too (or its isrc or audio_sha256)")
+            raise ValueError(
+                f"recording_id {self.recording_id!r} alone is ambiguous across catalogues: "
+                "name its catalog too (or its isrc or audio_sha256)"
+            )
         return self
 
 
@@ -215,8 +217,15 @@ class Grant(Strict):
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo):
         if not _stored(info):
-            _check_sizes(self, {"issuer": LIMITS["name"], "licence": LIMITS["licence"], "attribution": LIMITS["text"],
-                                "evidence": LIMITS["text"]})
+            _check_sizes(
+                self,
+                {
+                    "issuer": LIMITS["name"],
+                    "licence": LIMITS["licence"],
+                    "attribution": LIMITS["text"],
+                    "evidence": LIMITS["text"],
+                },
+            )
             if len(self.parties) > LIMITS["parties"]:
                 raise ValueError(f"{len(self.parties)} parties; at most {LIMITS['parties']}")
             _duplicates("parties", [f"{p.name} ({p.role}, {p.right})" for p in self.parties])

@@ -37,29 +37,73 @@ FILES = (ITEMS, EXCLUDED, GRANTS)
 CHUNK = 1 << 16  # rows per column-wise step: bounds the JSON text alive at once
 
 _S, _L = pa.string(), pa.list_(pa.string())
-ITEM_FIELDS = ("recording_id", "isrc", "title", "artists", "description", "audio_path", "audio_sha256",
-               "duration_s", "sample_rate", "channels", "extra")  # copied from the catalogue row
-ITEMS_SCHEMA = pa.schema([
-    pa.field("recording_id", _S, False), ("isrc", _S), pa.field("title", _S, False), ("artists", _L),
-    pa.field("description", _S, False), pa.field("audio_path", _S, False), pa.field("audio_sha256", _S, False),
-    pa.field("duration_s", pa.float64(), False), pa.field("sample_rate", pa.int64(), False),
-    pa.field("channels", pa.int64(), False), pa.field("extra", _S, False), ("metadata_licence", _S),
-    pa.field("grant_ids", _L, False), pa.field("notes", _L, False), pa.field("digest", _S, False),
-])
+ITEM_FIELDS = (
+    "recording_id",
+    "isrc",
+    "title",
+    "artists",
+    "description",
+    "audio_path",
+    "audio_sha256",
+    "duration_s",
+    "sample_rate",
+    "channels",
+    "extra",
+)  # copied from the catalogue row
+ITEMS_SCHEMA = pa.schema(
+    [
+        pa.field("recording_id", _S, False),
+        ("isrc", _S),
+        pa.field("title", _S, False),
+        ("artists", _L),
+        pa.field("description", _S, False),
+        pa.field("audio_path", _S, False),
+        pa.field("audio_sha256", _S, False),
+        pa.field("duration_s", pa.float64(), False),
+        pa.field("sample_rate", pa.int64(), False),
+        pa.field("channels", pa.int64(), False),
+        pa.field("extra", _S, False),
+        ("metadata_licence", _S),
+        pa.field("grant_ids", _L, False),
+        pa.field("notes", _L, False),
+        pa.field("digest", _S, False),
+    ]
+)
 NOTES = ("licence_mismatch",)  # what an item's `notes` may say (lab.catalog.licence)
-EXCLUDED_SCHEMA = pa.schema([
-    pa.field("recording_id", _S, False), ("audio_sha256", _S), pa.field("reason", _S, False),
-    pa.field("detail", _S, False), pa.field("grant_ids", _L, False), pa.field("digest", _S, False),
-])
-PARTY = pa.struct([pa.field("name", _S, False), pa.field("role", _S, False), pa.field("right", _S, False),
-                   pa.field("share", pa.float64(), False), ("party_id", _S)])
-GRANTS_SCHEMA = pa.schema([
-    pa.field("grant_id", _S, False), pa.field("version", pa.int64(), False), pa.field("seq", pa.int64(), False),
-    pa.field("licence", _S, False), pa.field("parties", pa.list_(pa.field("item", PARTY, False)), False),
-    pa.field("purposes", _L, False), pa.field("territories", _L, False),
-    ("valid_until", pa.timestamp("us", tz="UTC")), pa.field("on_termination", _S, False),
-    pa.field("attribution", _S, False), pa.field("compensation", _S, False),
-])
+EXCLUDED_SCHEMA = pa.schema(
+    [
+        pa.field("recording_id", _S, False),
+        ("audio_sha256", _S),
+        pa.field("reason", _S, False),
+        pa.field("detail", _S, False),
+        pa.field("grant_ids", _L, False),
+        pa.field("digest", _S, False),
+    ]
+)
+PARTY = pa.struct(
+    [
+        pa.field("name", _S, False),
+        pa.field("role", _S, False),
+        pa.field("right", _S, False),
+        pa.field("share", pa.float64(), False),
+        ("party_id", _S),
+    ]
+)
+GRANTS_SCHEMA = pa.schema(
+    [
+        pa.field("grant_id", _S, False),
+        pa.field("version", pa.int64(), False),
+        pa.field("seq", pa.int64(), False),
+        pa.field("licence", _S, False),
+        pa.field("parties", pa.list_(pa.field("item", PARTY, False)), False),
+        pa.field("purposes", _L, False),
+        pa.field("territories", _L, False),
+        ("valid_until", pa.timestamp("us", tz="UTC")),
+        pa.field("on_termination", _S, False),
+        pa.field("attribution", _S, False),
+        pa.field("compensation", _S, False),
+    ]
+)
 SCHEMAS = {ITEMS: ITEMS_SCHEMA, EXCLUDED: EXCLUDED_SCHEMA, GRANTS: GRANTS_SCHEMA}
 
 
@@ -142,10 +186,15 @@ def _leaves(table: pa.Table, text) -> bytes:
 
 def _party_text(parties: pa.ChunkedArray | pa.Array) -> pa.Array:
     values, off, nulls = jc.list_offsets(parties)
-    element = jc.json_object({"name": jc.json_str(values.field("name")),
-                              "party_id": jc.json_str(values.field("party_id")),
-                              "right": jc.json_str(values.field("right")), "role": jc.json_str(values.field("role")),
-                              "share": jc.json_each_distinct(values.field("share"))})
+    element = jc.json_object(
+        {
+            "name": jc.json_str(values.field("name")),
+            "party_id": jc.json_str(values.field("party_id")),
+            "right": jc.json_str(values.field("right")),
+            "role": jc.json_str(values.field("role")),
+            "share": jc.json_each_distinct(values.field("share")),
+        }
+    )
     return jc.json_list(element, off, nulls)
 
 
@@ -155,17 +204,26 @@ def grant_refs(grants: pa.Table) -> pa.Array:
         return pa.array([], pa.string())
 
     def text(t: pa.Table, _first: int) -> pa.Array:
-        return jc.json_object({
-            "attribution": jc.json_str(t["attribution"]), "compensation": jc.json_str(t["compensation"]),
-            "grant_id": jc.json_str(t["grant_id"]), "licence": jc.json_str(t["licence"]),
-            "on_termination": jc.json_str(t["on_termination"]), "parties": _party_text(t["parties"]),
-            "purposes": jc.json_str_list(t["purposes"]), "seq": jc.json_int(t["seq"]),
-            "territories": jc.json_str_list(t["territories"]), "valid_until": jc.json_each_distinct(t["valid_until"]),
-            "version": jc.json_int(t["version"])})
+        return jc.json_object(
+            {
+                "attribution": jc.json_str(t["attribution"]),
+                "compensation": jc.json_str(t["compensation"]),
+                "grant_id": jc.json_str(t["grant_id"]),
+                "licence": jc.json_str(t["licence"]),
+                "on_termination": jc.json_str(t["on_termination"]),
+                "parties": _party_text(t["parties"]),
+                "purposes": jc.json_str_list(t["purposes"]),
+                "seq": jc.json_int(t["seq"]),
+                "territories": jc.json_str_list(t["territories"]),
+                "valid_until": jc.json_each_distinct(t["valid_until"]),
+                "version": jc.json_int(t["version"]),
+            }
+        )
 
     digests = _hashed(grants, text)
-    return pc.binary_join_element_wise(jc.plain(grants["grant_id"]), "@", pc.cast(jc.plain(grants["seq"]), _S),
-                                       "#", jc.hex_column(bytes(digests)), "")
+    return pc.binary_join_element_wise(
+        jc.plain(grants["grant_id"]), "@", pc.cast(jc.plain(grants["seq"]), _S), "#", jc.hex_column(bytes(digests)), ""
+    )
 
 
 def item_leaves(items: pa.Table, refs: pa.Array) -> bytes:
@@ -179,15 +237,26 @@ def item_leaves(items: pa.Table, refs: pa.Array) -> bytes:
     def text(t: pa.Table, first: int) -> pa.Array:
         gids, off, _ = jc.list_offsets(t["grant_ids"])
         mine = refs.slice(int(g_off[first]), int(off[-1]))
-        return jc.json_object({
-            "artists": jc.json_str_list(t["artists"]), "audio_path": jc.json_str(t["audio_path"]),
-            "audio_sha256": jc.json_str(t["audio_sha256"]), "channels": jc.json_int(t["channels"]),
-            "cleared": "true", "description": jc.json_str(t["description"]),
-            "duration_s": jc.json_each_distinct(t["duration_s"]), "extra": json_text_str(t["extra"]),
-            "grant_ids": jc.json_list(jc.json_str(gids), off), "grants": jc.json_list(jc.json_str(mine), off),
-            "isrc": jc.json_str(t["isrc"]), "metadata_licence": jc.json_str(t["metadata_licence"]),
-            "notes": jc.json_str_list(t["notes"]), "recording_id": jc.json_str(t["recording_id"]),
-            "sample_rate": jc.json_int(t["sample_rate"]), "title": jc.json_str(t["title"])})
+        return jc.json_object(
+            {
+                "artists": jc.json_str_list(t["artists"]),
+                "audio_path": jc.json_str(t["audio_path"]),
+                "audio_sha256": jc.json_str(t["audio_sha256"]),
+                "channels": jc.json_int(t["channels"]),
+                "cleared": "true",
+                "description": jc.json_str(t["description"]),
+                "duration_s": jc.json_each_distinct(t["duration_s"]),
+                "extra": json_text_str(t["extra"]),
+                "grant_ids": jc.json_list(jc.json_str(gids), off),
+                "grants": jc.json_list(jc.json_str(mine), off),
+                "isrc": jc.json_str(t["isrc"]),
+                "metadata_licence": jc.json_str(t["metadata_licence"]),
+                "notes": jc.json_str_list(t["notes"]),
+                "recording_id": jc.json_str(t["recording_id"]),
+                "sample_rate": jc.json_int(t["sample_rate"]),
+                "title": jc.json_str(t["title"]),
+            }
+        )
 
     return _leaves(items, text)
 
@@ -215,9 +284,15 @@ def excluded_leaves(excluded: pa.Table) -> bytes:
     """Leaf digests of excluded.parquet rows."""
 
     def text(t: pa.Table, _first: int) -> pa.Array:
-        return jc.json_object({
-            "audio_sha256": jc.json_str(t["audio_sha256"]), "cleared": "false", "detail": jc.json_str(t["detail"]),
-            "grant_ids": jc.json_str_list(t["grant_ids"]), "reason": jc.json_str(t["reason"]),
-            "recording_id": jc.json_str(t["recording_id"])})
+        return jc.json_object(
+            {
+                "audio_sha256": jc.json_str(t["audio_sha256"]),
+                "cleared": "false",
+                "detail": jc.json_str(t["detail"]),
+                "grant_ids": jc.json_str_list(t["grant_ids"]),
+                "reason": jc.json_str(t["reason"]),
+                "recording_id": jc.json_str(t["recording_id"]),
+            }
+        )
 
     return _leaves(excluded, text)

@@ -32,7 +32,7 @@ def _data_bytes(arr: pa.Array) -> np.ndarray:
     if buf is None or not len(arr):
         return np.zeros(0, np.uint8)
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)
-    return np.frombuffer(buf, dtype=np.uint8)[offsets[arr.offset]:offsets[arr.offset + len(arr)]]
+    return np.frombuffer(buf, dtype=np.uint8)[offsets[arr.offset] : offsets[arr.offset + len(arr)]]
 
 
 def _needs_escape(data: np.ndarray) -> bool:
@@ -127,7 +127,7 @@ def concat(pieces: list[Any]) -> pa.Array:
     and the quotes of `Raw` columns, merged into one piece)."""
     args: list[Any] = []
     for p in pieces:
-        for x in (['"', p.arr, '"'] if isinstance(p, Raw) else [p]):
+        for x in ['"', p.arr, '"'] if isinstance(p, Raw) else [p]:
             if isinstance(x, str) and args and isinstance(args[-1], str):
                 args[-1] += x
             else:
@@ -149,7 +149,7 @@ def json_object(fields: dict[str, Any]) -> pa.Array:
 def sha256_each(arr: pa.Array) -> bytes:
     """sha256 of every value of a string array, concatenated (32 bytes per row)."""
     arr = plain(arr)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset:arr.offset + len(arr) + 1].tolist()
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1].tolist()
     data = memoryview(arr.buffers()[2] if arr.buffers()[2] is not None else b"")
     sha = hashlib.sha256
     return b"".join([sha(data[a:b]).digest() for a, b in zip(offsets, offsets[1:])])
@@ -171,7 +171,7 @@ def unhex_column(arr: pa.Array | pa.ChunkedArray) -> bytes | None:
     if pc.min(lengths).as_py() != 64 or pc.max(lengths).as_py() != 64:
         return None
     start = arr.offset * 64  # every value is 64 bytes: they lie end to end
-    text = bytes(memoryview(arr.buffers()[2])[start:start + 64 * len(arr)])
+    text = bytes(memoryview(arr.buffers()[2])[start : start + 64 * len(arr)])
     try:
         return bytes.fromhex(text.decode("ascii")) if text == text.lower() else None
     except (ValueError, UnicodeDecodeError):

@@ -28,8 +28,15 @@ from .jsoncols import plain, unhex_column
 class Snapshot:
     """A verified snapshot: the header's fields as attributes, the entries as Arrow tables."""
 
-    def __init__(self, folder: Path, header: fmt.Header, raw: dict[str, Any], items: pa.Table,
-                 grants: pa.Table | None, excluded: pa.Table | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        header: fmt.Header,
+        raw: dict[str, Any],
+        items: pa.Table,
+        grants: pa.Table | None,
+        excluded: pa.Table | None = None,
+    ):
         self.folder = folder
         self.header = raw
         self.snapshot_id = header.snapshot_id
@@ -86,8 +93,10 @@ class Snapshot:
         at = pc.index_in(ids, value_set=self.items["recording_id"])
         if at.null_count:
             unknown = ids.filter(pc.is_null(at)).to_pylist()
-            raise SnapshotError(f"{self.folder}: not cleared in snapshot {self.snapshot_id}: {unknown[:5]}"
-                                + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""))
+            raise SnapshotError(
+                f"{self.folder}: not cleared in snapshot {self.snapshot_id}: {unknown[:5]}"
+                + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            )
         return self.items.take(at)
 
 
@@ -180,8 +189,12 @@ def load_snapshot(path: str | Path, *, deep: bool = False, receipts: str | Path 
     if not _strictly_sorted(grants["grant_id"]):
         raise SnapshotError(f"{folder / fmt.GRANTS}: rows are not sorted by unique grant_id")
     counts = header.counts
-    if (counts.cleared != items.num_rows or sum(counts.excluded.values()) != excluded.num_rows
-            or counts.items != counts.cleared + excluded.num_rows or counts.notes != fmt.note_counts(items)):
+    if (
+        counts.cleared != items.num_rows
+        or sum(counts.excluded.values()) != excluded.num_rows
+        or counts.items != counts.cleared + excluded.num_rows
+        or counts.notes != fmt.note_counts(items)
+    ):
         raise SnapshotError(f"{folder / fmt.HEADER}: counts do not match the files (edited snapshot?)")
 
     it_leaves = _item_leaves(folder, items, grants, recompute=not trusted)
@@ -206,8 +219,9 @@ def load_snapshot(path: str | Path, *, deep: bool = False, receipts: str | Path 
     return snap
 
 
-def _verified_excluded(folder: Path, header: fmt.Header, table: pa.Table | None = None, *,
-                       checked: bool = False) -> pa.Table:
+def _verified_excluded(
+    folder: Path, header: fmt.Header, table: pa.Table | None = None, *, checked: bool = False
+) -> pa.Table:
     """excluded.parquet with every leaf recomputed against its digest and the counts by reason
     (`checked`: the file's sha256 was just compared with the header's)."""
     path = folder / fmt.EXCLUDED
@@ -224,8 +238,11 @@ def _verified_excluded(folder: Path, header: fmt.Header, table: pa.Table | None 
 
 
 def _receipt(header: fmt.Header) -> dict[str, Any]:
-    return {"schema": "lab.snapshot-receipt/1", "snapshot_id": header.snapshot_id,
-            "files": {n: header.files[n].sha256 for n in (fmt.ITEMS, fmt.GRANTS)}}
+    return {
+        "schema": "lab.snapshot-receipt/1",
+        "snapshot_id": header.snapshot_id,
+        "files": {n: header.files[n].sha256 for n in (fmt.ITEMS, fmt.GRANTS)},
+    }
 
 
 def _receipt_holds(receipts: Path, header: fmt.Header) -> bool:
@@ -255,13 +272,16 @@ def _item_leaves(folder: Path, items: pa.Table, grants: pa.Table, *, recompute: 
     at = pc.index_in(flat, value_set=grants["grant_id"])
     if at.null_count:
         row = int(pc.list_parent_indices(lists).filter(pc.is_null(at))[0].as_py())
-        raise SnapshotError(f"{folder / fmt.ITEMS}: recording {items['recording_id'][row].as_py()} names a grant "
-                            f"with no terms in {fmt.GRANTS} (edited snapshot?)")
+        raise SnapshotError(
+            f"{folder / fmt.ITEMS}: recording {items['recording_id'][row].as_py()} names a grant "
+            f"with no terms in {fmt.GRANTS} (edited snapshot?)"
+        )
     used = np.bincount(at.to_numpy(), minlength=grants.num_rows) if len(flat) else np.zeros(grants.num_rows)
     if (used == 0).any():
         unused = grants["grant_id"].filter(pa.array(used == 0)).to_pylist()
-        raise SnapshotError(f"{folder / fmt.GRANTS}: terms of grant(s) no cleared item names: {unused[:5]} "
-                            "(edited snapshot?)")
+        raise SnapshotError(
+            f"{folder / fmt.GRANTS}: terms of grant(s) no cleared item names: {unused[:5]} (edited snapshot?)"
+        )
     if (pc.list_value_length(lists).to_numpy(zero_copy_only=False) == 0).any():
         raise SnapshotError(f"{folder / fmt.ITEMS}: a cleared item names no grant (edited snapshot?)")
     if not recompute:
@@ -272,6 +292,8 @@ def _item_leaves(folder: Path, items: pa.Table, grants: pa.Table, *, recompute: 
     leaves = fmt.item_leaves(items, fmt.grant_refs(grants).take(at))
     bad = _first_mismatch(items, items["digest"], leaves)
     if bad is not None:
-        raise SnapshotError(f"{folder / fmt.ITEMS}: recording {bad}: digest does not match its row and the terms of "
-                            "its grants (edited snapshot?)")
+        raise SnapshotError(
+            f"{folder / fmt.ITEMS}: recording {bad}: digest does not match its row and the terms of "
+            "its grants (edited snapshot?)"
+        )
     return leaves

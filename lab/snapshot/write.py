@@ -37,8 +37,18 @@ from . import format as fmt
 from . import jsoncols as jc
 from .jsoncols import hex_column, plain
 
-TERMS_FIELDS = ("attribution", "compensation", "grant_id", "licence", "on_termination", "parties", "purposes",
-                "territories", "valid_until", "version")  # what grants.parquet copies from a grant (+ seq)
+TERMS_FIELDS = (
+    "attribution",
+    "compensation",
+    "grant_id",
+    "licence",
+    "on_termination",
+    "parties",
+    "purposes",
+    "territories",
+    "valid_until",
+    "version",
+)  # what grants.parquet copies from a grant (+ seq)
 
 # payloads(seqs) → batches of (seq, stored event payload: JSON text or dict), in the order asked.
 Payloads = Callable[[list[int]], Iterable[Sequence[tuple[int, Any]]]]
@@ -123,10 +133,13 @@ class GrantTerms:
         self._prefetch.close()
 
 
-_COMPENSATION = pa.struct([("currency", pa.string()), ("model", pa.string()), ("notes", pa.string()),
-                           ("rate", pa.float64())])  # lab.rights.records.Compensation (strict: no other keys)
+_COMPENSATION = pa.struct(
+    [("currency", pa.string()), ("model", pa.string()), ("notes", pa.string()), ("rate", pa.float64())]
+)  # lab.rights.records.Compensation (strict: no other keys)
 _TERMS = [f for f in fmt.GRANTS_SCHEMA if f.name not in ("seq", "compensation", "valid_until")] + [
-    pa.field("compensation", _COMPENSATION), pa.field("valid_until", pa.string())]
+    pa.field("compensation", _COMPENSATION),
+    pa.field("valid_until", pa.string()),
+]
 _PAYLOAD_JSON = pa.schema([("grant", pa.struct([f.with_nullable(True) for f in _TERMS]))])
 _REQUIRED = [f.name for f in _TERMS if not f.nullable]
 
@@ -140,8 +153,11 @@ def _arrow_terms(batch: Sequence[tuple[int, Any]]) -> pa.Table | None:
     if not blob:
         return None
     try:
-        t = pajson.read_json(pa.BufferReader(blob), read_options=_JSON_READ, parse_options=pajson.ParseOptions(
-            explicit_schema=_PAYLOAD_JSON, unexpected_field_behavior="ignore"))
+        t = pajson.read_json(
+            pa.BufferReader(blob),
+            read_options=_JSON_READ,
+            parse_options=pajson.ParseOptions(explicit_schema=_PAYLOAD_JSON, unexpected_field_behavior="ignore"),
+        )
     except pa.ArrowInvalid:
         return None
     seqs = batch.seqs if hasattr(batch, "seqs") else [s for s, _ in batch]
@@ -151,11 +167,14 @@ def _arrow_terms(batch: Sequence[tuple[int, Any]]) -> pa.Table | None:
     comp = g.field("compensation")
     if any(comp.field(k).null_count for k in _COMPENSATION.names):
         return None
-    text = jc.json_object({k: (jc.json_each_distinct if k == "rate" else jc.json_str)(comp.field(k))
-                           for k in _COMPENSATION.names})  # == canonical_json of the dict
+    text = jc.json_object(
+        {k: (jc.json_each_distinct if k == "rate" else jc.json_str)(comp.field(k)) for k in _COMPENSATION.names}
+    )  # == canonical_json of the dict
     cols = {f.name: g.field(f.name) for f in _TERMS} | {
-        "seq": pa.array(seqs, pa.int64()), "compensation": text,
-        "valid_until": g.field("valid_until").cast(fmt.GRANTS_SCHEMA.field("valid_until").type)}
+        "seq": pa.array(seqs, pa.int64()),
+        "compensation": text,
+        "valid_until": g.field("valid_until").cast(fmt.GRANTS_SCHEMA.field("valid_until").type),
+    }
     return pa.Table.from_arrays([cols[f] for f in fmt.GRANTS_SCHEMA.names], schema=fmt.GRANTS_SCHEMA)
 
 
@@ -195,8 +214,9 @@ def _terms_table(batch: Sequence[tuple[int, Any]]) -> pa.Table:
         t = _arrow_terms(batch)
         return _python_terms(batch) if t is None else t
     except (KeyError, TypeError, ValueError, AttributeError, pa.ArrowInvalid, orjson.JSONDecodeError) as exc:
-        raise fmt.SnapshotError(f"terms of clearing grants (ledger seqs {batch[0][0]}..) are malformed: "
-                                f"{exc!r}") from None
+        raise fmt.SnapshotError(
+            f"terms of clearing grants (ledger seqs {batch[0][0]}..) are malformed: {exc!r}"
+        ) from None
 
 
 def _grants_table(ids: pa.Array, seqs: np.ndarray, batches: Iterable[pa.Table]) -> pa.Table:
@@ -272,16 +292,24 @@ def _picker(rows: np.ndarray, n: int) -> Callable[[Any], pa.Array]:
 def _excluded_table(catalog: pa.Table, clearance: Clearance, rows: np.ndarray) -> tuple[pa.Table, bytes]:
     pick = _picker(rows, catalog.num_rows)
     pos, offs = _runs(clearance.grant_offsets, rows)
-    t = pa.Table.from_arrays([
-        pick(catalog["recording_id"]), pick(catalog["audio_sha256"]), pick(clearance.reasons), pick(clearance.details),
-        _list(offs, clearance.grant_flat.take(pa.array(pos, pa.int64()))), pa.nulls(len(rows), pa.string()),
-    ], schema=fmt.EXCLUDED_SCHEMA)
+    t = pa.Table.from_arrays(
+        [
+            pick(catalog["recording_id"]),
+            pick(catalog["audio_sha256"]),
+            pick(clearance.reasons),
+            pick(clearance.details),
+            _list(offs, clearance.grant_flat.take(pa.array(pos, pa.int64()))),
+            pa.nulls(len(rows), pa.string()),
+        ],
+        schema=fmt.EXCLUDED_SCHEMA,
+    )
     leaves = fmt.excluded_leaves(t)
     return t.set_column(5, fmt.EXCLUDED_SCHEMA.field("digest"), hex_column(leaves)), leaves
 
 
-def _items_table(catalog: pa.Table, clearance: Clearance, rows: np.ndarray, grants: pa.Table,
-                 refs: pa.Array) -> tuple[pa.Table, bytes]:
+def _items_table(
+    catalog: pa.Table, clearance: Clearance, rows: np.ndarray, grants: pa.Table, refs: pa.Array
+) -> tuple[pa.Table, bytes]:
     """items.parquet rows (each row's grant ids sorted) and their leaf digests."""
     pick = _picker(rows, catalog.num_rows)
     pos, offs = _runs(clearance.grant_offsets, rows)
@@ -297,8 +325,11 @@ def _items_table(catalog: pa.Table, clearance: Clearance, rows: np.ndarray, gran
     mismatch = licence_mismatch(stated, grants["licence"].take(at), owner)
     notes = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(mismatch, out=notes[1:])
-    cols = [pick(catalog[f]) for f in fmt.ITEM_FIELDS] + [stated, _list(offs, grants["grant_id"].take(at)),
-                                                          _list(notes, pa.repeat(LICENCE_MISMATCH, int(notes[-1])))]
+    cols = [pick(catalog[f]) for f in fmt.ITEM_FIELDS] + [
+        stated,
+        _list(offs, grants["grant_id"].take(at)),
+        _list(notes, pa.repeat(LICENCE_MISMATCH, int(notes[-1]))),
+    ]
     t = pa.Table.from_arrays(cols + [pa.nulls(len(rows), pa.string())], schema=fmt.ITEMS_SCHEMA)
     leaves = fmt.item_leaves(t, refs.take(at))
     return t.set_column(t.num_columns - 1, fmt.ITEMS_SCHEMA.field("digest"), hex_column(leaves)), leaves
@@ -306,15 +337,22 @@ def _items_table(catalog: pa.Table, clearance: Clearance, rows: np.ndarray, gran
 
 # Columns whose values repeat (worth a Parquet dictionary); the others (ids, paths, digests) are
 # written plain, without statistics: trying a dictionary on them costs a second at a million rows.
-_DICTIONARY = {fmt.ITEMS: ["artists", "description", "duration_s", "sample_rate", "channels"],
-               fmt.EXCLUDED: ["reason", "detail"],
-               fmt.GRANTS: ["licence", "purposes", "territories", "valid_until", "on_termination", "attribution",
-                            "compensation"]}
+_DICTIONARY = {
+    fmt.ITEMS: ["artists", "description", "duration_s", "sample_rate", "channels"],
+    fmt.EXCLUDED: ["reason", "detail"],
+    fmt.GRANTS: ["licence", "purposes", "territories", "valid_until", "on_termination", "attribution", "compensation"],
+}
 
 
 def _write_table(table: pa.Table, path: Path) -> dict[str, Any]:
-    pq.write_table(table, path, compression="zstd", compression_level=1, use_dictionary=_DICTIONARY[path.name],
-                   write_statistics=False)
+    pq.write_table(
+        table,
+        path,
+        compression="zstd",
+        compression_level=1,
+        use_dictionary=_DICTIONARY[path.name],
+        write_statistics=False,
+    )
     return {"sha256": sha256_file(path), "rows": table.num_rows}
 
 
@@ -328,8 +366,9 @@ def _iso(t) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
 
-def _commit(snapshots_dir: str | Path, build: Callable[[Path], dict[str, Any]],
-            step: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
+def _commit(
+    snapshots_dir: str | Path, build: Callable[[Path], dict[str, Any]], step: Callable[[str], None]
+) -> tuple[Path, dict[str, Any]]:
     """`build(staging)` writes the files into a temp folder beside the destination and returns the
     header; the folder is then fsync'd and renamed to `<snapshots_dir>/<snapshot_id>/` in one step."""
     snapshots_dir = Path(snapshots_dir)
@@ -346,8 +385,17 @@ def _commit(snapshots_dir: str | Path, build: Callable[[Path], dict[str, Any]],
     return folder, header
 
 
-def _finish(staging: Path, *, root: str, files: dict[str, Any], catalog_info: dict[str, Any],
-            policy: dict[str, Any], ledger_head: tuple[int, str], cleared_at, counts: dict[str, Any]) -> dict[str, Any]:
+def _finish(
+    staging: Path,
+    *,
+    root: str,
+    files: dict[str, Any],
+    catalog_info: dict[str, Any],
+    policy: dict[str, Any],
+    ledger_head: tuple[int, str],
+    cleared_at,
+    counts: dict[str, Any],
+) -> dict[str, Any]:
     """The id and the header (written as snapshot.json)."""
     head_seq, head_hash = ledger_head
     header = {
@@ -389,16 +437,27 @@ def write_snapshot(
     step = progress or (lambda _: None)
     try:
         if len(clearance.cleared) != catalog_table.num_rows:
-            raise fmt.SnapshotError(f"clearance has {len(clearance.cleared)} rows, the catalogue "
-                                    f"{catalog_table.num_rows}")
-        return _commit(snapshots_dir, lambda staging: _write(staging, catalog_table, clearance, catalog_info,
-                                                               ledger_head, terms, step), step)
+            raise fmt.SnapshotError(
+                f"clearance has {len(clearance.cleared)} rows, the catalogue {catalog_table.num_rows}"
+            )
+        return _commit(
+            snapshots_dir,
+            lambda staging: _write(staging, catalog_table, clearance, catalog_info, ledger_head, terms, step),
+            step,
+        )
     finally:
         terms.close()
 
 
-def _write(staging: Path, catalog: pa.Table, clearance: Clearance, catalog_info: dict[str, Any],
-           ledger_head: tuple[int, str], terms: GrantTerms, step: Callable[[str], None]) -> dict[str, Any]:
+def _write(
+    staging: Path,
+    catalog: pa.Table,
+    clearance: Clearance,
+    catalog_info: dict[str, Any],
+    ledger_head: tuple[int, str],
+    terms: GrantTerms,
+    step: Callable[[str], None],
+) -> dict[str, Any]:
     order = _row_order(catalog)
     cleared = np.asarray(clearance.cleared, dtype=bool)[order]
     pos, neg = order[cleared], order[~cleared]
@@ -411,8 +470,11 @@ def _write(staging: Path, catalog: pa.Table, clearance: Clearance, catalog_info:
 
         ids = plain(clearance.clearing_ids)
         by_id = pc.sort_indices(ids).to_numpy() if len(ids) else np.zeros(0, np.int64)
-        grants = _grants_table(ids.take(pa.array(by_id, pa.int64())),
-                               np.asarray(clearance.clearing_seqs, dtype=np.int64)[by_id], terms.batches())
+        grants = _grants_table(
+            ids.take(pa.array(by_id, pa.int64())),
+            np.asarray(clearance.clearing_seqs, dtype=np.int64)[by_id],
+            terms.batches(),
+        )
         files[fmt.GRANTS] = pool.submit(_write_table, grants, staging / fmt.GRANTS)
         refs = fmt.grant_refs(grants)
         step("snapshot: grant terms")
@@ -424,10 +486,16 @@ def _write(staging: Path, catalog: pa.Table, clearance: Clearance, catalog_info:
         written = {name: f.result() for name, f in files.items()}
 
     policy = clearance.policy.identity() | {"digest": clearance.policy.digest()}
-    header = _finish(staging, root=root, files=written, catalog_info=catalog_info, policy=policy,
-                     ledger_head=ledger_head, cleared_at=clearance.at,
-                     counts={"items": len(order), "cleared": len(pos), "excluded": clearance.counts(),
-                             **_notes(items)})
+    header = _finish(
+        staging,
+        root=root,
+        files=written,
+        catalog_info=catalog_info,
+        policy=policy,
+        ledger_head=ledger_head,
+        cleared_at=clearance.at,
+        counts={"items": len(order), "cleared": len(pos), "excluded": clearance.counts(), **_notes(items)},
+    )
     step("snapshot: files + header")
     return header
 
@@ -466,11 +534,19 @@ def write_rows(
     reasons = dict(sorted(Counter(r["reason"] for r in excluded).items()))
 
     def build(staging: Path) -> dict[str, Any]:
-        files = {name: _write_table(t, staging / name)
-                 for name, t in ((fmt.ITEMS, items_t), (fmt.EXCLUDED, ex_t), (fmt.GRANTS, grant_t))}
-        return _finish(staging, root=fmt.root_of(it_leaves, ex_leaves), files=files, catalog_info=catalog_info,
-                       policy=policy.identity() | {"digest": policy.digest()}, ledger_head=ledger_head,
-                       cleared_at=cleared_at, counts={"items": len(items) + len(excluded), "cleared": len(items),
-                                                      "excluded": reasons, **_notes(items_t)})
+        files = {
+            name: _write_table(t, staging / name)
+            for name, t in ((fmt.ITEMS, items_t), (fmt.EXCLUDED, ex_t), (fmt.GRANTS, grant_t))
+        }
+        return _finish(
+            staging,
+            root=fmt.root_of(it_leaves, ex_leaves),
+            files=files,
+            catalog_info=catalog_info,
+            policy=policy.identity() | {"digest": policy.digest()},
+            ledger_head=ledger_head,
+            cleared_at=cleared_at,
+            counts={"items": len(items) + len(excluded), "cleared": len(items), "excluded": reasons, **_notes(items_t)},
+        )
 
     return _commit(snapshots_dir, build, lambda _: None)

@@ -24,10 +24,11 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -107,7 +108,7 @@ class TrainerConfig:
             raise ValueError("grad_clip must be >= 0 (or None)")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrainerConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainerConfig:
         """Build from a plain mapping (e.g. a Hydra group); unknown keys raise instead of vanishing."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
@@ -145,7 +146,7 @@ class TrainerHooks:
       default reads `model.pt` / safetensors written by the default writer.
     """
 
-    trainer: "Trainer | None" = None
+    trainer: Trainer | None = None
     state_key: str | None = None  # key in extras.pt; default: the class name
 
     def on_batch(self, step: int, batch: Any) -> None:
@@ -183,7 +184,7 @@ def _overrides(hook: Any, name: str) -> bool:
 class _HookSet:
     """Fans calls out to the hooks given to a Trainer; precomputes who overrides what."""
 
-    def __init__(self, hooks: Any, trainer: "Trainer"):
+    def __init__(self, hooks: Any, trainer: Trainer):
         if hooks is None:
             hooks = []
         elif not isinstance(hooks, (list, tuple)):
@@ -337,8 +338,20 @@ def _set_train_modes(model: nn.Module) -> None:
             module.eval()
 
 
-_TRAJECTORY_KEYS = ("lr", "weight_decay", "betas", "eps", "warmup_steps", "schedule", "min_lr_ratio",
-                    "grad_clip", "grad_accum", "precision", "seed", "max_steps")
+_TRAJECTORY_KEYS = (
+    "lr",
+    "weight_decay",
+    "betas",
+    "eps",
+    "warmup_steps",
+    "schedule",
+    "min_lr_ratio",
+    "grad_clip",
+    "grad_accum",
+    "precision",
+    "seed",
+    "max_steps",
+)
 
 
 # ---------------------------------------------------------------------------- trainer
@@ -447,8 +460,13 @@ class Trainer:
         if cfg.frozen_eval:
             _set_train_modes(self.module)
         metrics_log = MetricsLog(self.out_dir / METRICS_FILE, enabled=info.is_main)
-        bar = tqdm(total=cfg.max_steps, initial=start, desc="train", dynamic_ncols=True,
-                   disable=not (cfg.progress and info.is_main))
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=start,
+            desc="train",
+            dynamic_ncols=True,
+            disable=not (cfg.progress and info.is_main),
+        )
         last_ckpt: Path | None = path
         saved_at = start if path is not None else -1
         logged_at = start
@@ -587,7 +605,10 @@ class Trainer:
             step = self.step
             try:
                 path = ckpt.write_checkpoint(
-                    self.out_dir, step, state, lambda staging: self.hooks.write_checkpoint_extras(step, staging),
+                    self.out_dir,
+                    step,
+                    state,
+                    lambda staging: self.hooks.write_checkpoint_extras(step, staging),
                     seal=lambda staging: self.hooks.seal_checkpoint(step, staging),
                 )
                 removed = ckpt.prune(self.out_dir, self.cfg.keep_last)
@@ -623,8 +644,11 @@ class Trainer:
         now_cfg = self.cfg.to_dict()
         changed = [k for k in _TRAJECTORY_KEYS if k in saved_cfg and saved_cfg[k] != now_cfg[k]]
         if changed:
-            log.warning("resuming %s with changed config %s; optimizer/scheduler state comes from the checkpoint",
-                        path.name, {k: (saved_cfg[k], now_cfg[k]) for k in changed})
+            log.warning(
+                "resuming %s with changed config %s; optimizer/scheduler state comes from the checkpoint",
+                path.name,
+                {k: (saved_cfg[k], now_cfg[k]) for k in changed},
+            )
         ckpt.restore_rng_state(state.rng["ranks"][self.dist.rank])
         self.hooks.load_state_dict(state.extras["ranks"][self.dist.rank])
         log.info("resumed from %s at step %d", path, self.step)

@@ -36,8 +36,9 @@ def _fsync_file(path: Path) -> None:
 
 
 @contextmanager
-def staged_path(path: str | os.PathLike, *, mode: int | None = None,
-                stage_in: str | os.PathLike | None = None) -> Iterator[Path]:
+def staged_path(
+    path: str | os.PathLike, *, mode: int | None = None, stage_in: str | os.PathLike | None = None
+) -> Iterator[Path]:
     """Yield an empty temp file beside `path`; when the block exits cleanly it replaces `path`.
 
     For writers that want a path rather than a file object (a library that writes the file itself).

@@ -46,7 +46,7 @@ def merkle_root(leaves: Iterable[bytes]) -> str:
         return _EMPTY
     if any(len(x) != 32 for x in level):
         raise ValueError("leaves must be 32-byte digests")
-    pages = [hashlib.sha256(b"\x02" + b"".join(level[i:i + PAGE])).digest() for i in range(0, len(level), PAGE)]
+    pages = [hashlib.sha256(b"\x02" + b"".join(level[i : i + PAGE])).digest() for i in range(0, len(level), PAGE)]
     return _tree(pages)
 
 
@@ -71,4 +71,4 @@ def merkle_root_packed(packed: bytes | bytearray | memoryview) -> str:
     buf = _sorted_digests(packed).tobytes()
     step = 32 * PAGE
     sha = hashlib.sha256
-    return _tree([sha(b"\x02" + buf[i:i + step]).digest() for i in range(0, len(buf), step)])
+    return _tree([sha(b"\x02" + buf[i : i + step]).digest() for i in range(0, len(buf), step)])

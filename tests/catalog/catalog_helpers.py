@@ -27,9 +27,16 @@ def write_audio(path: Path, fmt: str = "WAV", freq: float = 440.0, channels: int
 
 
 def row(rid: str, audio_path: str, **kw) -> dict:
-    base = {"recording_id": rid, "isrc": None, "title": f"Title {rid}", "artists": ["Ada"],
-            "description": "warm piano, 90 bpm", "rights_holders": ["Label A"], "licence": "CC-BY-4.0",
-            "audio_path": audio_path}
+    base = {
+        "recording_id": rid,
+        "isrc": None,
+        "title": f"Title {rid}",
+        "artists": ["Ada"],
+        "description": "warm piano, 90 bpm",
+        "rights_holders": ["Label A"],
+        "licence": "CC-BY-4.0",
+        "audio_path": audio_path,
+    }
     base.update(kw)
     return base
 

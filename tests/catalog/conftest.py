@@ -22,6 +22,7 @@ def source(tmp_path) -> Path:
     write_audio(src / "a.wav", "WAV", 440)
     write_audio(src / "sub" / "b.flac", "FLAC", 550, channels=2)
     write_audio(src / "c.ogg", "OGG", 660)
-    write_jsonl(src / "metadata.jsonl", [row("r1", "a.wav", isrc="GBLAB2600001"), row("r2", "sub/b.flac"),
-                                         row("r3", "./c.ogg")])
+    write_jsonl(
+        src / "metadata.jsonl", [row("r1", "a.wav", isrc="GBLAB2600001"), row("r2", "sub/b.flac"), row("r3", "./c.ogg")]
+    )
     return src

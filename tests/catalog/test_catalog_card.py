@@ -63,7 +63,16 @@ def test_long_catalogues_list_a_bounded_table(app, source, lab_home, monkeypatch
     assert "| r1 |" in text and "| r2 |" not in text and "and 2 more" in text
 
 
-@pytest.mark.parametrize("n, label", [(0, "n<1K"), (999, "n<1K"), (1000, "1K<n<10K"), (250_000, "100K<n<1M"),
-                                      (1_000_000, "1M<n<10M"), (10_000_000, "n>10M")])
+@pytest.mark.parametrize(
+    "n, label",
+    [
+        (0, "n<1K"),
+        (999, "n<1K"),
+        (1000, "1K<n<10K"),
+        (250_000, "100K<n<1M"),
+        (1_000_000, "1M<n<10M"),
+        (10_000_000, "n>10M"),
+    ],
+)
 def test_size_category_follows_the_hub_buckets(n, label):
     assert size_category(n) == label

@@ -27,15 +27,23 @@ def run(app, *args):
 
 def test_ingest_show_list_round_trip(app, source, lab_home):
     (source / "bad.wav").write_bytes(b"RIFF0000WAVEjunk")
-    write_jsonl(source / "metadata.jsonl", [row("r1", "a.wav"), row("r2", "sub/b.flac"),
-                                            row("r3", "bad.wav"), row("r4", "../x.wav")])
+    write_jsonl(
+        source / "metadata.jsonl",
+        [row("r1", "a.wav"), row("r2", "sub/b.flac"), row("r3", "bad.wav"), row("r4", "../x.wav")],
+    )
     res = run(app, "catalog", "ingest", str(source), "--catalog", "demo", "--json")
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert out["counts"] == {"total": 4, "ok": 2, "rejected": 2,
-                             "rejected_by_reason": {"decode_error": 1, "path_outside_catalogue": 1}}
+    assert out["counts"] == {
+        "total": 4,
+        "ok": 2,
+        "rejected": 2,
+        "rejected_by_reason": {"decode_error": 1, "path_outside_catalogue": 1},
+    }
     assert {r["recording_id"]: r["reason"] for r in out["rejected"]} == {
-        "r3": "decode_error", "r4": "path_outside_catalogue"}
+        "r3": "decode_error",
+        "r4": "path_outside_catalogue",
+    }
     assert (lab_home / "catalogs" / "demo" / "catalog.parquet").exists()
 
     res = run(app, "catalog", "ingest", str(source), "--catalog", "demo", "--workers", "1")

@@ -51,9 +51,17 @@ def test_corrupt_and_truncated_files_are_kept_as_decode_errors(tmp_path):
     (src / "empty.wav").write_bytes(b"")
     (src / "folder.wav").mkdir()
     os.mkfifo(src / "fifo.wav")  # would block a naive open()
-    rows = [row("noise", "noise.wav"), row("cutflac", "cut.flac"), row("cutwav", "cut.wav"),
-            row("cutogg", "cut.ogg"), row("empty", "empty.wav"), row("folder", "folder.wav"),
-            row("fifo", "fifo.wav"), row("good", "good.flac"), row("missing", "nope.wav")]
+    rows = [
+        row("noise", "noise.wav"),
+        row("cutflac", "cut.flac"),
+        row("cutwav", "cut.wav"),
+        row("cutogg", "cut.ogg"),
+        row("empty", "empty.wav"),
+        row("folder", "folder.wav"),
+        row("fifo", "fifo.wav"),
+        row("good", "good.flac"),
+        row("missing", "nope.wav"),
+    ]
     write_jsonl(src / "metadata.jsonl", rows)
     items = by_id(ingest(src, "c", workers=2))
     assert len(items) == len(rows)
@@ -74,9 +82,16 @@ def test_paths_leaving_the_root_are_refused_unread(tmp_path, monkeypatch):
     (src / "dirlink").symlink_to(outside.parent, target_is_directory=True)
     (src / "inlink.wav").symlink_to(src / "ok.wav")  # a symlink that stays inside is fine
     (src / "dangling.wav").symlink_to(tmp_path / "outside" / "nothing.wav")
-    rows = [row("dotdot", "../outside/secret.wav"), row("abs", str(outside)), row("link", "link.wav"),
-            row("dirlink", "dirlink/secret.wav"), row("inner_dotdot", "sub/../ok.wav"),
-            row("dangling", "dangling.wav"), row("ok", "ok.wav"), row("inlink", "inlink.wav")]
+    rows = [
+        row("dotdot", "../outside/secret.wav"),
+        row("abs", str(outside)),
+        row("link", "link.wav"),
+        row("dirlink", "dirlink/secret.wav"),
+        row("inner_dotdot", "sub/../ok.wav"),
+        row("dangling", "dangling.wav"),
+        row("ok", "ok.wav"),
+        row("inlink", "inlink.wav"),
+    ]
     write_jsonl(src / "metadata.jsonl", rows)
     opened, real_open = [], os.open
     monkeypatch.setattr(os, "open", lambda path, *a, **kw: opened.append(os.fspath(path)) or real_open(path, *a, **kw))
@@ -91,8 +106,7 @@ def test_paths_leaving_the_root_are_refused_unread(tmp_path, monkeypatch):
     assert secret not in {i.audio_sha256 for i in items.values()}
     # ok.wav and inlink.wav are the same bytes under two ids: both fail closed
     assert items["ok"].reject_reason == items["inlink"].reject_reason == "duplicate_audio"
-    assert hash_files(src, ["link.wav", "../outside/secret.wav", "ok.wav"]) == [None, None,
-                                                                                 sha256_file(src / "ok.wav")]
+    assert hash_files(src, ["link.wav", "../outside/secret.wav", "ok.wav"]) == [None, None, sha256_file(src / "ok.wav")]
 
 
 def test_duplicate_audio_flags_every_holder(tmp_path):
@@ -101,8 +115,9 @@ def test_duplicate_audio_flags_every_holder(tmp_path):
     (src / "copy.wav").write_bytes(a.read_bytes())
     (src / "copy2.wav").write_bytes(a.read_bytes())
     write_audio(src / "b.wav", "WAV", 880)
-    write_csv(src / "metadata.csv", [row("r1", "a.wav"), row("r2", "copy.wav"), row("r3", "b.wav"),
-                                     row("r4", "copy2.wav")])
+    write_csv(
+        src / "metadata.csv", [row("r1", "a.wav"), row("r2", "copy.wav"), row("r3", "b.wav"), row("r4", "copy2.wav")]
+    )
     items = by_id(ingest(src, "d", workers=2))
     for rid, others in {"r1": ("r2", "r4"), "r2": ("r1", "r4"), "r4": ("r1", "r2")}.items():
         assert items[rid].reject_reason == "duplicate_audio"

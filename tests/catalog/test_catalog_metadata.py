@@ -24,7 +24,7 @@ from lab.catalog.licence import licence_mismatch, normalise_licence
 from lab.catalog.store import load_catalog_table, save_catalog
 from lab.cli.hydra_apps import print_clear_summary
 from lab.cli.verdicts import snapshot_verdicts
-from lab.jobs.clear import run_clearance
+from lab.recipes.clear import run_clearance
 from lab.resources import schema_dir
 from lab.rights.ledger import Ledger
 from lab.rights.policy import Policy
@@ -310,7 +310,7 @@ def test_stored_catalogue_without_extra_still_loads(cleared, tmp_path):
 
 def test_demo_carries_extra_and_notes_its_one_licence_mismatch(tmp_path, capsys):
     from lab.cli.demo import build_demo, compose
-    from lab.jobs.clear import main as clear_main
+    from lab.recipes.clear import main as clear_main
 
     home = tmp_path / ".lab"
     url = f"sqlite:///{home / 'ledger.sqlite'}"

@@ -15,8 +15,16 @@ from lab.snapshot import Snapshot, load_snapshot, write_rows
 
 CODEC_SR = 8000  # tiny codec: hop 40 → 200 frames/s; 64 codes (6 bits); 4.8 kbps → 4 codebooks
 GRANT = {
-    "grant_id": "G-1", "version": 1, "seq": 1, "licence": "CC-BY-4.0", "parties": [], "purposes": ["ai_training"],
-    "territories": ["WW"], "valid_until": None, "on_termination": "retain", "attribution": "",
+    "grant_id": "G-1",
+    "version": 1,
+    "seq": 1,
+    "licence": "CC-BY-4.0",
+    "parties": [],
+    "purposes": ["ai_training"],
+    "territories": ["WW"],
+    "valid_until": None,
+    "on_termination": "retain",
+    "attribution": "",
     "compensation": {"model": "none"},
 }
 
@@ -26,10 +34,22 @@ def tiny_codec(seed: int = 0, bandwidths=(4.8,)):
     encode to code 0): layer 0 holds encoder frames of random audio, later layers small random residuals."""
     from transformers import EncodecConfig, EncodecModel
 
-    cfg = EncodecConfig(sampling_rate=CODEC_SR, audio_channels=1, num_filters=4, upsampling_ratios=[8, 5],
-                        target_bandwidths=list(bandwidths), codebook_size=64, codebook_dim=16, hidden_size=16,
-                        num_lstm_layers=1, num_residual_layers=1, chunk_length_s=None, normalize=False,
-                        use_causal_conv=False, use_conv_shortcut=False)
+    cfg = EncodecConfig(
+        sampling_rate=CODEC_SR,
+        audio_channels=1,
+        num_filters=4,
+        upsampling_ratios=[8, 5],
+        target_bandwidths=list(bandwidths),
+        codebook_size=64,
+        codebook_dim=16,
+        hidden_size=16,
+        num_lstm_layers=1,
+        num_residual_layers=1,
+        chunk_length_s=None,
+        normalize=False,
+        use_causal_conv=False,
+        use_conv_shortcut=False,
+    )
     torch.manual_seed(seed)
     codec = EncodecModel(cfg).eval()
     g = torch.Generator().manual_seed(seed)
@@ -69,16 +89,33 @@ def make_snapshot(root: Path, clips=CLIPS) -> Snapshot:
     items = []
     for rid, rel, secs, sr, ch, f in clips:
         sha = write_clip(root / rel, secs, sr, f, ch, "FLAC" if rel.endswith(".flac") else "WAV")
-        items.append({"recording_id": rid, "isrc": None, "title": rid, "artists": ["A"],
-                      "description": f"tone {int(f)} hz {rid}", "audio_path": rel, "audio_sha256": sha,
-                      "duration_s": secs, "sample_rate": sr, "channels": ch, "grant_ids": ["G-1"]})
+        items.append(
+            {
+                "recording_id": rid,
+                "isrc": None,
+                "title": rid,
+                "artists": ["A"],
+                "description": f"tone {int(f)} hz {rid}",
+                "audio_path": rel,
+                "audio_sha256": sha,
+                "duration_s": secs,
+                "sample_rate": sr,
+                "channels": ch,
+                "grant_ids": ["G-1"],
+            }
+        )
     (root / "excluded.wav").write_bytes(b"not audio at all")
     policy = Policy(name="t", purposes=["ai_training"], territory="GB", accept_licence_classes=["permissive"])
-    folder, _ = write_rows(root.parent / f"{root.name}-snapshots", items=items, grants=[GRANT],
-                           excluded=[{"recording_id": "rec-x", "reason": "revoked", "detail": "", "audio_sha256": None,
-                                      "grant_ids": []}],
-                           catalog_info={"name": "t", "root": str(root)}, policy=policy, ledger_head=(1, "0" * 64),
-                           cleared_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    folder, _ = write_rows(
+        root.parent / f"{root.name}-snapshots",
+        items=items,
+        grants=[GRANT],
+        excluded=[{"recording_id": "rec-x", "reason": "revoked", "detail": "", "audio_sha256": None, "grant_ids": []}],
+        catalog_info={"name": "t", "root": str(root)},
+        policy=policy,
+        ledger_head=(1, "0" * 64),
+        cleared_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    )
     return load_snapshot(folder)
 
 
@@ -99,8 +136,16 @@ def fake_rows(n: int, k: int = 4, t: int = 6, seed: int = 0, n_recordings: int =
     rows = []
     for i in range(n):
         rid = f"rec-{i % n_recordings}"
-        rows.append({"recording_id": rid, "segment": i // n_recordings, "start_s": float(i // n_recordings),
-                     "seconds": float(1.0 if i % 3 else 0.75), "frames": t if i % 3 else t - 2,
-                     "description": f"tone {110 * (1 + i % 6)} hz", "codes": rng.integers(0, 64, (k, t)).astype(np.int16),
-                     "audio_sha256": "0" * 64})
+        rows.append(
+            {
+                "recording_id": rid,
+                "segment": i // n_recordings,
+                "start_s": float(i // n_recordings),
+                "seconds": float(1.0 if i % 3 else 0.75),
+                "frames": t if i % 3 else t - 2,
+                "description": f"tone {110 * (1 + i % 6)} hz",
+                "codes": rng.integers(0, 64, (k, t)).astype(np.int16),
+                "audio_sha256": "0" * 64,
+            }
+        )
     return rows

@@ -33,8 +33,9 @@ def _run(meter, rank=0, world_size=1, start=0, steps=STEPS):
     """Train-loop stand-in: meter exactly the batches yielded; return them for an independent recount."""
     col = MusicgenCollator(tiny_tokenizer(), num_codebooks=4, pad_token_id=64)
     seen = []
-    for _epoch, step, batch in iterate_batches(fake_rows(N), col, BATCH, seed=1, rank=rank, world_size=world_size,
-                                               start_step=start):
+    for _epoch, step, batch in iterate_batches(
+        fake_rows(N), col, BATCH, seed=1, rank=rank, world_size=world_size, start_step=start
+    ):
         if step >= steps:
             break
         meter.add(batch["recording_ids"], batch["seconds"], batch["tokens"])
@@ -58,8 +59,11 @@ def test_totals_equal_recount_of_yielded_batches():
     assert math.isclose(meter.total_seconds(), sum(sum(b["seconds"]) for b in seen))
     # tokens = frames carrying audio × codebooks (fake rows: 6 frames, or 4 for the padded ones)
     assert meter.total_tokens() == sum(4 * (6 if s == 1.0 else 4) for b in seen for s in b["seconds"])
-    assert meter.summary() == {"total_seconds": meter.total_seconds(), "samples": N + 12,
-                               "tokens": meter.total_tokens()}
+    assert meter.summary() == {
+        "total_seconds": meter.total_seconds(),
+        "samples": N + 12,
+        "tokens": meter.total_tokens(),
+    }
 
 
 def test_state_round_trip_and_resume_continues_counting():
@@ -140,8 +144,7 @@ def _worker(rank: int, world_size: int, port: int, out: str) -> None:
         meter.all_reduce()  # idempotent: nothing new was added
         meter.add(["extra"], [2.0])  # one more step on each rank
         meter.all_reduce()
-        torch.save({"local": local, "merged": merged.state_dict(), "after": meter.state_dict()},
-                   f"{out}/rank{rank}.pt")
+        torch.save({"local": local, "merged": merged.state_dict(), "after": meter.state_dict()}, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 

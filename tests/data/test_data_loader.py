@@ -21,8 +21,16 @@ M = -100
 
 
 def test_collator_labels_and_decoder_inputs_hand_computed():
-    rows = [{"recording_id": "r1", "segment": 0, "seconds": 0.5, "frames": 2, "description": "warm piano",
-             "codes": np.array([[0, 1, 2], [10, 11, 12], [20, 21, 22], [30, 31, 32]], dtype=np.int16)}]
+    rows = [
+        {
+            "recording_id": "r1",
+            "segment": 0,
+            "seconds": 0.5,
+            "frames": 2,
+            "description": "warm piano",
+            "codes": np.array([[0, 1, 2], [10, 11, 12], [20, 21, 22], [30, 31, 32]], dtype=np.int16),
+        }
+    ]
     batch = MusicgenCollator(tiny_tokenizer(), num_codebooks=4, pad_token_id=P)(rows)
     assert batch["codes"].dtype == torch.long and batch["codes"].shape == (1, 4, 3)
     assert batch["labels"].shape == (1, 6, 4)
@@ -55,11 +63,28 @@ def _tiny_musicgen():
 
     torch.manual_seed(0)
     text = T5Config(vocab_size=32, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2)
-    audio = EncodecConfig(sampling_rate=8000, num_filters=4, upsampling_ratios=[8, 5], codebook_size=64,
-                          codebook_dim=16, hidden_size=16, num_lstm_layers=1, target_bandwidths=[4.8])
-    dec = MusicgenDecoderConfig(vocab_size=64, max_position_embeddings=64, num_hidden_layers=1, ffn_dim=32,
-                                num_attention_heads=2, hidden_size=16, num_codebooks=4, pad_token_id=P,
-                                bos_token_id=P, dropout=0.0)
+    audio = EncodecConfig(
+        sampling_rate=8000,
+        num_filters=4,
+        upsampling_ratios=[8, 5],
+        codebook_size=64,
+        codebook_dim=16,
+        hidden_size=16,
+        num_lstm_layers=1,
+        target_bandwidths=[4.8],
+    )
+    dec = MusicgenDecoderConfig(
+        vocab_size=64,
+        max_position_embeddings=64,
+        num_hidden_layers=1,
+        ffn_dim=32,
+        num_attention_heads=2,
+        hidden_size=16,
+        num_codebooks=4,
+        pad_token_id=P,
+        bos_token_id=P,
+        dropout=0.0,
+    )
     cfg = MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=dec)
     cfg.decoder_start_token_id = P
     cfg.pad_token_id = P
@@ -81,8 +106,9 @@ def test_batch_matches_installed_musicgen_forward():
     model = _tiny_musicgen()
     with torch.no_grad():
         out = model(**model_inputs(batch))
-        out_labels_only = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                labels=batch["labels"])
+        out_labels_only = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+        )
     assert out.logits.shape == (b * k, s, 64)
     assert torch.isfinite(out.loss)
     assert torch.allclose(out.loss, out_labels_only.loss)
@@ -225,7 +251,8 @@ def test_admission_drops_rows_at_their_deadline_and_excluded_ones():
     adm.exclude(["b"])
     assert adm.keep(["b", "c"]) == [False, True]
     assert adm.tighten("c", datetime.fromtimestamp(104, timezone.utc)) and not adm.tighten(
-        "c", datetime.fromtimestamp(200, timezone.utc))
+        "c", datetime.fromtimestamp(200, timezone.utc)
+    )
     assert adm.keep(["c"]) == [False]
 
 
@@ -240,10 +267,13 @@ def test_admission_from_snapshot_takes_the_earliest_grant_end():
     ts = pa.timestamp("us", tz="UTC")
     early, late = datetime(2030, 1, 1, tzinfo=timezone.utc), datetime(2031, 1, 1, tzinfo=timezone.utc)
     snap = SimpleNamespace(
-        items=pa.table({"recording_id": ["r1", "r2", "r3"], "grant_ids": [["g-late", "g-early"], ["g-open"],
-                                                                          ["g-open", "g-late"]]}),
-        grants=pa.table({"grant_id": ["g-early", "g-late", "g-open"],
-                         "valid_until": pa.array([early, late, None], ts)}))
+        items=pa.table(
+            {"recording_id": ["r1", "r2", "r3"], "grant_ids": [["g-late", "g-early"], ["g-open"], ["g-open", "g-late"]]}
+        ),
+        grants=pa.table(
+            {"grant_id": ["g-early", "g-late", "g-open"], "valid_until": pa.array([early, late, None], ts)}
+        ),
+    )
     adm = Admission.from_snapshot(snap)
     assert adm.deadlines == {"r1": early.timestamp(), "r3": late.timestamp()}
 

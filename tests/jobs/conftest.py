@@ -50,11 +50,13 @@ def shared_run(demo, tmp_path_factory) -> SharedRun:
 
     torch.set_num_threads(1)
     run_dir = tmp_path_factory.mktemp("runs") / "shared"
-    cfg = demo.train_cfg(run_dir, f"trainer.max_steps={SHARED_STEPS}", f"trainer.save_every={SHARED_SAVE_EVERY}",
-                         f"trainer.batch_size={SHARED_BATCH}")
+    cfg = demo.train_cfg(
+        run_dir,
+        f"trainer.max_steps={SHARED_STEPS}",
+        f"trainer.save_every={SHARED_SAVE_EVERY}",
+        f"trainer.batch_size={SHARED_BATCH}",
+    )
     with stray_env(tmp_path_factory.mktemp("env-unused")):
         summary = train(cfg)
     ckpts = {ck.step_of(p): p for p in ck.list_complete(run_dir)}
     return SharedRun(run_dir, summary, cfg, ckpts)
-
-

@@ -46,14 +46,23 @@ class DemoEnv:
     def train_cfg(self, run_dir: Path, *extra: str, snapshot: str | Path | None = None, policy: str | None = None):
         from lab.cli.demo import compose
 
-        return compose("train", [*self.overrides(), "experiment=demo", f"policy={policy or self.policy}",
-                                 f"data.snapshot={snapshot or self.snapshot}", *QUIET, f"run_dir={run_dir}",
-                                 *extra])
+        return compose(
+            "train",
+            [
+                *self.overrides(),
+                "experiment=demo",
+                f"policy={policy or self.policy}",
+                f"data.snapshot={snapshot or self.snapshot}",
+                *QUIET,
+                f"run_dir={run_dir}",
+                *extra,
+            ],
+        )
 
     def clear(self, policy: str) -> Path:
         """A new snapshot of the demo catalogue under `policy`, now (its folder)."""
         from lab.cli.demo import compose
-        from lab.jobs.clear import main as clear_main
+        from lab.recipes.clear import main as clear_main
 
         return Path(clear_main(compose("clear", [*self.overrides(), f"policy={policy}"])).snapshot_path)
 
@@ -66,9 +75,16 @@ class DemoEnv:
     def env(self) -> dict[str, str]:
         """Environment for a `lab` subprocess on this demo."""
         env = {k: v for k, v in os.environ.items() if k not in ("LAB_LEDGER_URL", "LAB_CONFIG_DIR")}
-        env.update(LAB_HOME=str(self.home), LAB_EXPERIMENTS=str(self.experiments), OMP_NUM_THREADS="1",
-                   MKL_NUM_THREADS="1", WANDB_MODE="disabled", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        env.update(
+            LAB_HOME=str(self.home),
+            LAB_EXPERIMENTS=str(self.experiments),
+            OMP_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
+            WANDB_MODE="disabled",
+            HF_HUB_OFFLINE="1",
+            HF_DATASETS_OFFLINE="1",
+            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        )
         return env
 
 
@@ -114,7 +130,8 @@ def stray_env(where: Path):
         mp.setenv("WANDB_MODE", "disabled")
         yield
     assert not (where / ".lab").exists() and not (where / "experiments").exists(), (
-        "something wrote under $LAB_HOME / $LAB_EXPERIMENTS instead of the configured paths")
+        "something wrote under $LAB_HOME / $LAB_EXPERIMENTS instead of the configured paths"
+    )
 
 
 @dataclass
@@ -132,40 +149,58 @@ class SharedRun:
 # --------------------------------------------------------------------------- independent recount
 
 
-def recount(cfg, snapshot_path: Path, base_dir: Path, steps: int, *, world_size: int = 1,
-            seed: int | None = None) -> dict[str, dict[str, float]]:
+def recount(
+    cfg, snapshot_path: Path, base_dir: Path, steps: int, *, world_size: int = 1, seed: int | None = None
+) -> dict[str, dict[str, float]]:
     """What the loader yields for `steps` optimizer steps of a run with config `cfg`, re-created the
     way `lab train` creates it (same code cache, collator, batch size, seed, shards), summed here
     with plain dicts (not lab's ExposureMeter). Returns {"seconds"|"samples"|"tokens": {rid: n}},
     over every rank of `world_size`."""
     from lab.data.codes import build_code_cache
     from lab.data.loader import MusicgenCollator, iterate_batches
-    from lab.snapshot import load_snapshot
     from lab.models.musicgen import load_local_pretrained
+    from lab.snapshot import load_snapshot
 
     snapshot = load_snapshot(snapshot_path)
     model, tok = load_local_pretrained(base_dir)
-    dataset = build_code_cache(snapshot, model.audio_encoder, Path(cfg.paths.home) / "cache" / "codes",
-                               segment_seconds=float(cfg.data.segment_seconds))
+    dataset = build_code_cache(
+        snapshot,
+        model.audio_encoder,
+        Path(cfg.paths.home) / "cache" / "codes",
+        segment_seconds=float(cfg.data.segment_seconds),
+    )
     dcfg = model.decoder.config
-    collator = MusicgenCollator(tok, num_codebooks=dcfg.num_codebooks, pad_token_id=dcfg.pad_token_id,
-                                max_text_len=int(cfg.data.max_text_len),
-                                decoder_start_token_id=dcfg.decoder_start_token_id)
+    collator = MusicgenCollator(
+        tok,
+        num_codebooks=dcfg.num_codebooks,
+        pad_token_id=dcfg.pad_token_id,
+        max_text_len=int(cfg.data.max_text_len),
+        decoder_start_token_id=dcfg.decoder_start_token_id,
+    )
     micro = steps * int(cfg.trainer.grad_accum)
     seconds: dict[str, list[float]] = defaultdict(list)
     samples: dict[str, int] = defaultdict(int)
     tokens: dict[str, int] = defaultdict(int)
     for rank in range(world_size):
-        it = iterate_batches(dataset, collator, int(cfg.trainer.batch_size),
-                             seed=int(cfg.seed if seed is None else seed), rank=rank, world_size=world_size)
+        it = iterate_batches(
+            dataset,
+            collator,
+            int(cfg.trainer.batch_size),
+            seed=int(cfg.seed if seed is None else seed),
+            rank=rank,
+            world_size=world_size,
+        )
         for _ in range(micro):
             _, _, batch = next(it)
             for rid, sec, tok_n in zip(batch["recording_ids"], batch["seconds"], batch["tokens"]):
                 seconds[rid].append(float(sec))
                 samples[rid] += 1
                 tokens[rid] += int(tok_n)
-    return {"seconds": {k: math.fsum(v) for k, v in sorted(seconds.items())},
-            "samples": dict(sorted(samples.items())), "tokens": dict(sorted(tokens.items()))}
+    return {
+        "seconds": {k: math.fsum(v) for k, v in sorted(seconds.items())},
+        "samples": dict(sorted(samples.items())),
+        "tokens": dict(sorted(tokens.items())),
+    }
 
 
 def card_seconds(folder: Path, seen_by: str | None = None) -> dict[str, float]:
@@ -180,7 +215,8 @@ def card_seconds(folder: Path, seen_by: str | None = None) -> dict[str, float]:
 
 def assert_same_seconds(got: dict[str, float], want: dict[str, float], tol: float = 1e-6) -> None:
     assert sorted(got) == sorted(want), (
-        f"sources differ: only in card {sorted(set(got) - set(want))}, only in recount {sorted(set(want) - set(got))}")
+        f"sources differ: only in card {sorted(set(got) - set(want))}, only in recount {sorted(set(want) - set(got))}"
+    )
     bad = {k: (got[k], want[k]) for k in want if abs(got[k] - want[k]) > tol}
     assert not bad, f"seconds differ (card, recount): {bad}"
 

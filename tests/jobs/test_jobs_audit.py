@@ -30,8 +30,16 @@ def test_fresh_checkpoint_passes_every_check(shared_run, demo):
     report = audit_checkpoint(last, public_key=demo.public_key, ledger=Ledger(demo.ledger_url))
     assert report.ok, _failed(report)
     names = {c.name for c in report.checks}
-    assert {"files", "complete", "signature", "data_card", "model_card", "lineage", "ledger_then",
-            "consent_now"} <= names
+    assert {
+        "files",
+        "complete",
+        "signature",
+        "data_card",
+        "model_card",
+        "lineage",
+        "ledger_then",
+        "consent_now",
+    } <= names
 
 
 def test_tampered_card_fails_signature_and_model_card(ckpt, demo):
@@ -61,8 +69,9 @@ def test_revocation_after_training_fails_consent_now(shared_run, tmp_path):
     # (one under retrain: a revoked retain source passes with a note, see tests/audit/test_audit_status.py)
     victim = next(r for r in pq.read_table(last / "sources.parquet").to_pylist() if r["on_termination"] == "retrain")
     ledger = Ledger(env.ledger_url)
-    ledger.append(RevokeEvent(grant_id=victim["grant_ids"][0], reason="artist withdrew", effective_at=utcnow(),
-                              issuer="test"))
+    ledger.append(
+        RevokeEvent(grant_id=victim["grant_ids"][0], reason="artist withdrew", effective_at=utcnow(), issuer="test")
+    )
     report = audit_checkpoint(last, public_key=env.public_key, ledger=ledger)
     failed = _failed(report)
     assert "consent_now" in failed and victim["recording_id"] in failed["consent_now"]

@@ -13,14 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-from omegaconf import OmegaConf
-
-from lab.cards import load_card
-from lab.cards.signing import ensure_keypair, verify_folder
-from lab.snapshot import load_snapshot
-from lab.recipes.train import TrainingRefused
-from lab import checkpoint as ck
-
 from jobs_helpers import (
     REPO,
     SHARED_SAVE_EVERY,
@@ -32,6 +24,13 @@ from jobs_helpers import (
     recount,
     train,
 )
+from omegaconf import OmegaConf
+
+from lab import checkpoint as ck
+from lab.cards import load_card
+from lab.cards.signing import ensure_keypair, verify_folder
+from lab.recipes.train import TrainingRefused
+from lab.snapshot import load_snapshot
 
 CONFIGS = REPO / "configs"
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
@@ -68,8 +67,8 @@ def _compose(overrides: list[str], hydra: bool = False):
 
 def _check_job_config(cfg) -> None:
     """What `lab train` does with each group before training, minus the data: it must accept them."""
-    from lab.jobs.clear import policy_from_cfg
     from lab.models.musicgen import TinySpec
+    from lab.recipes.clear import policy_from_cfg
     from lab.train.trainer import TrainerConfig
 
     resolved = OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
@@ -97,21 +96,30 @@ def test_every_experiment_composes(experiment):
     _check_job_config(cfg)
     first = (CONFIGS / "experiment" / f"{experiment}.yaml").read_text().splitlines()[:5]
     assert any(f"lab train experiment={experiment}" in line for line in first), (
-        "an experiment config opens with the command that runs it")
+        "an experiment config opens with the command that runs it"
+    )
 
 
-@pytest.mark.parametrize("overrides", [
-    ["model=tiny"],
-    ["model=local_pretrained", "model.path=/models/musicgen-small", "model.id=facebook/musicgen-small",
-     "model.licence=CC-BY-NC-4.0"],
-    ["trainer=cpu"],
-    ["trainer=gpu"],
-    ["logger=wandb_offline"],
-    ["logger=none"],
-    ["policy=research"],
-    ["policy=commercial"],
-    ["experiment=demo", "policy=commercial", "trainer=gpu", "logger=none"],
-], ids=lambda o: " ".join(o))
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model=tiny"],
+        [
+            "model=local_pretrained",
+            "model.path=/models/musicgen-small",
+            "model.id=facebook/musicgen-small",
+            "model.licence=CC-BY-NC-4.0",
+        ],
+        ["trainer=cpu"],
+        ["trainer=gpu"],
+        ["logger=wandb_offline"],
+        ["logger=none"],
+        ["policy=research"],
+        ["policy=commercial"],
+        ["experiment=demo", "policy=commercial", "trainer=gpu", "logger=none"],
+    ],
+    ids=lambda o: " ".join(o),
+)
 def test_config_groups_compose(overrides):
     _check_job_config(_compose(overrides))
 
@@ -145,12 +153,24 @@ def test_launchers_compose_and_instantiate(launcher, cls):
 
 def test_cli_prints_launcher_config(demo, tmp_path):
     # `-m` cannot be combined with `--cfg` in Hydra 1.3; `--cfg hydra` shows what a sweep would launch with
-    proc = subprocess.run([python(), "-m", "lab", "train", "hydra/launcher=slurm", "experiment=demo", "--cfg", "hydra"],
-                          env=demo.env(), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [python(), "-m", "lab", "train", "hydra/launcher=slurm", "experiment=demo", "--cfg", "hydra"],
+        env=demo.env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SlurmLauncher" in proc.stdout and "hydra/launcher: slurm" in proc.stdout
-    proc = subprocess.run([python(), "-m", "lab", "train", "experiment=demo", "policy=commercial", "--cfg", "job"],
-                          env=demo.env(), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [python(), "-m", "lab", "train", "experiment=demo", "policy=commercial", "--cfg", "job"],
+        env=demo.env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     job = yaml.safe_load(proc.stdout)
     assert job["policy"]["name"] == "commercial" and job["model"]["_target_"].endswith("TinyFromConfig")
@@ -167,8 +187,16 @@ def test_shared_run_layout(shared_run):
     summary = json.loads((shared_run.run_dir / "summary.json").read_text())
     assert summary["last_checkpoint"] == str(shared_run.last)
     for step, folder in shared_run.checkpoints.items():
-        for name in ("config.json", "generation_config.json", "model.safetensors", "README.md", "data_card.json",
-                     "croissant.json", "model.sig", "training_state/trainer.json"):
+        for name in (
+            "config.json",
+            "generation_config.json",
+            "model.safetensors",
+            "README.md",
+            "data_card.json",
+            "croissant.json",
+            "model.sig",
+            "training_state/trainer.json",
+        ):
             assert (folder / name).is_file(), f"step {step}: {name} missing"
         assert _card(folder)["identity"]["step"] == step
         assert json.loads((folder / "config.lab.json").read_text())["trainer"]["max_steps"] == SHARED_STEPS
@@ -323,8 +351,9 @@ def test_refuses_stale_snapshot(tmp_path):
     rows = snapshot.items.select(["recording_id", "grant_ids"]).to_pylist()
     grant = rows[0]["grant_ids"][0]
     covered = sorted(i["recording_id"] for i in rows if grant in i["grant_ids"])
-    Ledger(own.ledger_url).append(RevokeEvent(grant_id=grant, reason="artist withdrew consent",
-                                              effective_at=utcnow(), issuer="tests"))
+    Ledger(own.ledger_url).append(
+        RevokeEvent(grant_id=grant, reason="artist withdrew consent", effective_at=utcnow(), issuer="tests")
+    )
     run_dir = tmp_path / "run"
     with pytest.raises(TrainingRefused) as exc:
         train(own.train_cfg(run_dir, "trainer.max_steps=2"))
@@ -352,8 +381,11 @@ def _local(base: Path, *declared: str) -> list[str]:
     return ["model=local_pretrained", f"model.path={base}", *declared]
 
 
-DECLARED = ["model.id=acme/musicgen-tiny-base", "model.licence=CC-BY-4.0",
-            "model.declared_training_data='synthetic sine studies, no third-party audio'"]
+DECLARED = [
+    "model.id=acme/musicgen-tiny-base",
+    "model.licence=CC-BY-4.0",
+    "model.declared_training_data='synthetic sine studies, no third-party audio'",
+]
 
 
 def test_refuses_undeclared_local_base(shared_run, demo, tmp_path):
@@ -431,8 +463,14 @@ def test_refuses_tampered_lab_checkpoint_base(shared_run, demo, tmp_path):
 def test_resume_reproduces_uninterrupted_run(demo, tmp_path):
     from safetensors.torch import load_file
 
-    common = ["trainer.grad_accum=2", "trainer.batch_size=5", "trainer.log_every=3", "trainer.schedule=constant",
-              "trainer.warmup_steps=3", "trainer.save_every=6"]  # schedule independent of max_steps
+    common = [
+        "trainer.grad_accum=2",
+        "trainer.batch_size=5",
+        "trainer.log_every=3",
+        "trainer.schedule=constant",
+        "trainer.warmup_steps=3",
+        "trainer.save_every=6",
+    ]  # schedule independent of max_steps
     x, y = tmp_path / "A", tmp_path / "B"
     a = train(demo.train_cfg(x, *common, "trainer.max_steps=12"))
     b1 = train(demo.train_cfg(y, *common, "trainer.max_steps=6"))
@@ -474,10 +512,25 @@ def test_ddp_two_ranks_one_checkpoint(demo, tmp_path):
     run_dir = tmp_path / "ddp"
     runs_before = sorted((demo.experiments / "runs").glob("*")) if (demo.experiments / "runs").exists() else []
     steps, batch = 4, 4
-    cmd = [python(), "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lab", "train",
-           "experiment=demo", "policy=commercial", f"data.snapshot={demo.snapshot}", "logger=none",
-           "trainer.progress=false", f"trainer.max_steps={steps}", f"trainer.save_every={steps}",
-           f"trainer.batch_size={batch}", f"run_dir={run_dir}"]
+    cmd = [
+        python(),
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "lab",
+        "train",
+        "experiment=demo",
+        "policy=commercial",
+        f"data.snapshot={demo.snapshot}",
+        "logger=none",
+        "trainer.progress=false",
+        f"trainer.max_steps={steps}",
+        f"trainer.save_every={steps}",
+        f"trainer.batch_size={batch}",
+        f"run_dir={run_dir}",
+    ]
     proc = subprocess.run(cmd, env=demo.env(), cwd=tmp_path, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
@@ -507,15 +560,17 @@ def test_lora_adapter_run_ships_merged_stock_weights(shared_run, demo, tmp_path)
 
     base = shared_run.run_dir / "base"
     run_dir = tmp_path / "lora"
-    summary = train(demo.train_cfg(run_dir, *_local(base, *DECLARED), "trainer.max_steps=3",
-                                   "+model.lora={r:4,alpha:8}"))
+    summary = train(
+        demo.train_cfg(run_dir, *_local(base, *DECLARED), "trainer.max_steps=3", "+model.lora={r:4,alpha:8}")
+    )
     folder = Path(summary["last_checkpoint"])
     card = load_card(folder).card
     assert card.lineage.relation == "adapter"
     model = MusicgenForConditionalGeneration.from_pretrained(folder)
     assert not any("lora" in k for k in model.state_dict()), "adapters must be merged before saving"
     base_model = MusicgenForConditionalGeneration.from_pretrained(base)
-    changed = [k for k, v in model.decoder.state_dict().items()
-               if not torch.equal(v, base_model.decoder.state_dict()[k])]
+    changed = [
+        k for k, v in model.decoder.state_dict().items() if not torch.equal(v, base_model.decoder.state_dict()[k])
+    ]
     assert changed and all("proj" in k for k in changed), changed[:5]
     assert verify_folder(folder, demo.public_key).ok

@@ -29,5 +29,10 @@ def teacher_forced_loss(model, input_ids, attention_mask, codes, lengths=None):
     """The training loss as the train job computes it: delay-pattern labels into the model's own loss."""
     device = next(model.parameters()).device
     d = delay_pattern(codes.to(device), model.config.decoder.pad_token_id, lengths)
-    return model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                 decoder_input_ids=d.decoder_input_ids, labels=d.labels, use_cache=False).loss
+    return model(
+        input_ids=input_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        decoder_input_ids=d.decoder_input_ids,
+        labels=d.labels,
+        use_cache=False,
+    ).loss

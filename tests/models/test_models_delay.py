@@ -57,9 +57,20 @@ def test_delay_pattern_is_generates_layout():
     from transformers import MusicgenDecoderConfig, MusicgenForCausalLM
 
     k, t, b = 4, 7, 2
-    decoder = MusicgenForCausalLM(MusicgenDecoderConfig(
-        vocab_size=P, num_codebooks=k, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, ffn_dim=32,
-        max_position_embeddings=64, pad_token_id=P, bos_token_id=P, decoder_start_token_id=P))
+    decoder = MusicgenForCausalLM(
+        MusicgenDecoderConfig(
+            vocab_size=P,
+            num_codebooks=k,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            ffn_dim=32,
+            max_position_embeddings=64,
+            pad_token_id=P,
+            bos_token_id=P,
+            decoder_start_token_id=P,
+        )
+    )
     codes = torch.randint(0, P, (b, k, t), generator=torch.Generator().manual_seed(0))
     d = delay_pattern(codes, P)
     with_start = torch.cat([torch.full((b, k, 1), P), codes], dim=2).reshape(b * k, t + 1)

@@ -39,8 +39,14 @@ def amend(gid: str = "G-1", version: int = 2, supersedes: str | None = None, **o
 
 
 def revoke(gid: str = "G-1", **over) -> dict:
-    return {"kind": "revoke", "grant_id": gid, "reason": "artist withdrew consent",
-            "effective_at": "2025-06-01T00:00:00Z", "issuer": "Ada", **over}
+    return {
+        "kind": "revoke",
+        "grant_id": gid,
+        "reason": "artist withdrew consent",
+        "effective_at": "2025-06-01T00:00:00Z",
+        "issuer": "Ada",
+        **over,
+    }
 
 
 def expire(gid: str = "G-1") -> dict:
@@ -70,8 +76,9 @@ def fetch_row(url: str, seq: int) -> tuple:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            return tuple(conn.exec_driver_sql(
-                f"SELECT {', '.join(COLUMNS)} FROM ledger_events WHERE seq = {int(seq)}").one())
+            return tuple(
+                conn.exec_driver_sql(f"SELECT {', '.join(COLUMNS)} FROM ledger_events WHERE seq = {int(seq)}").one()
+            )
     finally:
         engine.dispose()
 
@@ -80,8 +87,11 @@ def drop_guards(url: str) -> None:
     if url.startswith("sqlite"):
         raw_sql(url, "DROP TRIGGER ledger_events_no_update", "DROP TRIGGER ledger_events_no_delete")
     else:
-        raw_sql(url, "DROP TRIGGER ledger_events_no_update_delete ON ledger_events",
-                "DROP TRIGGER ledger_events_no_truncate ON ledger_events")
+        raw_sql(
+            url,
+            "DROP TRIGGER ledger_events_no_update_delete ON ledger_events",
+            "DROP TRIGGER ledger_events_no_truncate ON ledger_events",
+        )
 
 
 def append_worker(url: str, prefix: str, n: int, barrier) -> None:

@@ -21,21 +21,34 @@ UTC = timezone.utc
 AT = datetime(2026, 1, 1, tzinfo=UTC)  # the helpers' grants run 2025-01-01 .. 2027-01-01
 RECORDED = datetime(2025, 1, 1, tzinfo=UTC)
 OTHER_SHA = "cd" * 32
-POLICY = dict(name="test", purposes=["ai_generative_training"], territory="GB",
-              accept_licence_classes=["permissive", "contract"])
+POLICY = dict(
+    name="test", purposes=["ai_generative_training"], territory="GB", accept_licence_classes=["permissive", "contract"]
+)
 
 
 def policy(**over) -> Policy:
     return Policy(**(POLICY | over))
 
 
-def item(rid: str, *, isrc: str | None = None, sha: str | None = SHA, catalog: str = "cat",
-         reject: str | None = None) -> CatalogItem:
-    return CatalogItem(recording_id=rid, isrc=isrc, title=f"Title {rid}", artists=["Ada"], description="piano",
-                       audio_path=f"{rid}.wav", catalog=catalog, status="rejected" if reject else "ok",
-                       reject_reason=reject, reject_detail=f"ingest said {reject}" if reject else "",
-                       audio_sha256=sha, duration_s=1.0 if sha else None, sample_rate=8000 if sha else None,
-                       channels=1 if sha else None)
+def item(
+    rid: str, *, isrc: str | None = None, sha: str | None = SHA, catalog: str = "cat", reject: str | None = None
+) -> CatalogItem:
+    return CatalogItem(
+        recording_id=rid,
+        isrc=isrc,
+        title=f"Title {rid}",
+        artists=["Ada"],
+        description="piano",
+        audio_path=f"{rid}.wav",
+        catalog=catalog,
+        status="rejected" if reject else "ok",
+        reject_reason=reject,
+        reject_detail=f"ingest said {reject}" if reject else "",
+        audio_sha256=sha,
+        duration_s=1.0 if sha else None,
+        sample_rate=8000 if sha else None,
+        channels=1 if sha else None,
+    )
 
 
 def subject(rid: str, **extra) -> dict:
@@ -64,8 +77,12 @@ def decide(ledger: Ledger, items: list[CatalogItem], pol: Policy | None = None, 
     d = clear(table, ledger.frame(), pol or policy(), at)
     out = {}
     for i, it in enumerate(items):
-        out[it.recording_id] = {"cleared": bool(d.cleared[i]), "reason": d.reason[i], "detail": d.detail[i],
-                                "grants": d.grant_ids[i]}
+        out[it.recording_id] = {
+            "cleared": bool(d.cleared[i]),
+            "reason": d.reason[i],
+            "detail": d.detail[i],
+            "grants": d.grant_ids[i],
+        }
         assert d.reason[i] is None if d.cleared[i] else d.reason[i] in REASONS
     return out
 
@@ -103,16 +120,21 @@ def test_opt_out_beats_a_labels_opt_in_for_the_same_recording(ledger):
 
 
 def test_an_opt_out_no_longer_in_force_does_not_block(ledger):
-    ended = good("G-no-ended", "r1", status="opted_out", purposes=[], territories=[], parties=[],
-                 valid_until="2025-06-01")
+    ended = good(
+        "G-no-ended", "r1", status="opted_out", purposes=[], territories=[], parties=[], valid_until="2025-06-01"
+    )
     record(ledger, good("G-label", "r1"), ended)
     assert_cleared(decide(ledger, [item("r1")]), "r1", "G-label")
 
 
 def test_revoked_and_a_future_revocation_does_not_exclude_yet(ledger):
     record(ledger, good("G-rev", "rev"), good("G-later", "later"), good("G-ok", "ok"))
-    record(ledger, revoke("G-rev", effective_at="2025-06-01T00:00:00Z"),
-           revoke("G-later", effective_at="2026-03-01T00:00:00Z"), at=datetime(2025, 7, 1, tzinfo=UTC))
+    record(
+        ledger,
+        revoke("G-rev", effective_at="2025-06-01T00:00:00Z"),
+        revoke("G-later", effective_at="2026-03-01T00:00:00Z"),
+        at=datetime(2025, 7, 1, tzinfo=UTC),
+    )
     items = [item("rev"), item("later"), item("ok")]
     res = decide(ledger, items)
     assert_excluded(res, "rev", "revoked")
@@ -157,8 +179,12 @@ def test_purpose_not_granted(ledger):
 
 
 def test_territory_not_granted_and_worldwide_covers_any_territory(ledger):
-    record(ledger, good("G-asia", "asia", territories=["JP", "KR"]), good("G-gb", "gb", territories=["GB", "US"]),
-           good("G-ww", "ww", territories=["WW"]))
+    record(
+        ledger,
+        good("G-asia", "asia", territories=["JP", "KR"]),
+        good("G-gb", "gb", territories=["GB", "US"]),
+        good("G-ww", "ww", territories=["WW"]),
+    )
     res = decide(ledger, [item("asia"), item("gb"), item("ww")])
     assert_excluded(res, "asia", "territory_not_granted")
     assert_cleared(res, "gb")
@@ -179,8 +205,12 @@ def test_licence_not_accepted(ledger):
 
 
 def test_licence_unknown_until_the_policy_declares_the_contract(ledger):
-    record(ledger, good("G-x", "x", licence="LicenseRef-somebody-else"),
-           good("G-lab", "lab", licence="LicenseRef-lab-demo-deal"), good("G-ok", "ok"))
+    record(
+        ledger,
+        good("G-x", "x", licence="LicenseRef-somebody-else"),
+        good("G-lab", "lab", licence="LicenseRef-lab-demo-deal"),
+        good("G-ok", "ok"),
+    )
     res = decide(ledger, [item("x"), item("lab"), item("ok")])
     assert_excluded(res, "x", "licence_unknown")
     assert_cleared(res, "lab")  # LicenseRef-lab-* is a lab contract
@@ -208,8 +238,12 @@ def test_ingest_rejects_pass_through_even_with_a_good_grant(ledger, reason):
 
 def test_amend_narrowing_the_territory_excludes_and_widening_clears(ledger):
     record(ledger, good("G-narrow", "narrow"), good("G-widen", "widen", territories=["US"]))
-    record(ledger, amend("G-narrow", subject=subject("narrow"), territories=["US"]),
-           amend("G-widen", subject=subject("widen"), territories=["WW"]), at=datetime(2025, 3, 1, tzinfo=UTC))
+    record(
+        ledger,
+        amend("G-narrow", subject=subject("narrow"), territories=["US"]),
+        amend("G-widen", subject=subject("widen"), territories=["WW"]),
+        at=datetime(2025, 3, 1, tzinfo=UTC),
+    )
     res = decide(ledger, [item("narrow"), item("widen")])
     assert_excluded(res, "narrow", "territory_not_granted")
     assert_cleared(res, "widen", "G-widen")
@@ -221,16 +255,23 @@ def test_amend_narrowing_the_territory_excludes_and_widening_clears(ledger):
 
 def test_a_replacement_grant_supersedes_the_old_one(ledger):
     record(ledger, good("G-old", "r1"))
-    record(ledger, amend("G-new", version=1, supersedes="G-old", subject=subject("r1"), territories=["US"]),
-           at=datetime(2025, 3, 1, tzinfo=UTC))
+    record(
+        ledger,
+        amend("G-new", version=1, supersedes="G-old", subject=subject("r1"), territories=["US"]),
+        at=datetime(2025, 3, 1, tzinfo=UTC),
+    )
     res = decide(ledger, [item("r1")])
     assert_excluded(res, "r1", "territory_not_granted")
     assert res["r1"]["grants"] == ["G-new"]  # G-old is out of the picture, not a second opinion
 
 
 def test_a_grant_pinning_the_audio_does_not_clear_other_audio(ledger):
-    record(ledger, good("G-pin", "pinned", subject=subject("pinned", audio_sha256=SHA)),
-           good("G-pin2", "nosha", subject=subject("nosha", audio_sha256=SHA)), good("G-ok", "ok"))
+    record(
+        ledger,
+        good("G-pin", "pinned", subject=subject("pinned", audio_sha256=SHA)),
+        good("G-pin2", "nosha", subject=subject("nosha", audio_sha256=SHA)),
+        good("G-ok", "ok"),
+    )
     res = decide(ledger, [item("pinned", sha=OTHER_SHA), item("nosha", sha=None), item("ok")])
     assert_excluded(res, "pinned", "no_grant")  # fail closed: the grant names different audio
     assert_excluded(res, "nosha", "no_grant")
@@ -257,8 +298,7 @@ def test_a_grant_by_isrc_only_clears(ledger):
 
 def test_a_catalogue_deal_clears_its_catalogue_only(ledger):
     record(ledger, good("G-deal", "", subject={"catalog": "label-a"}))
-    items = [item("a1", catalog="label-a"), item("a2", catalog="label-a", sha=OTHER_SHA),
-             item("b1", catalog="label-b")]
+    items = [item("a1", catalog="label-a"), item("a2", catalog="label-a", sha=OTHER_SHA), item("b1", catalog="label-b")]
     res = decide(ledger, items)
     assert_cleared(res, "a1", "G-deal")
     assert_cleared(res, "a2", "G-deal")
@@ -266,8 +306,13 @@ def test_a_catalogue_deal_clears_its_catalogue_only(ledger):
 
 
 def test_several_covering_grants_the_first_reason_names_the_exclusion(ledger):
-    record(ledger, good("G-asia", "r1", territories=["JP"]), good("G-old", "r1", valid_until="2025-06-01"),
-           good("G-ok", "r2"), good("G-nc", "r2", licence="CC-BY-NC-4.0"))
+    record(
+        ledger,
+        good("G-asia", "r1", territories=["JP"]),
+        good("G-old", "r1", valid_until="2025-06-01"),
+        good("G-ok", "r2"),
+        good("G-nc", "r2", licence="CC-BY-NC-4.0"),
+    )
     res = decide(ledger, [item("r1"), item("r2")])
     assert GRANT_REASONS.index("expired") < GRANT_REASONS.index("territory_not_granted")
     assert_excluded(res, "r1", "expired")

@@ -41,8 +41,10 @@ def run_json(app, *args):
 
 
 def test_import_show_history_verify(app, url, tmp_path):
-    path = write_jsonl(tmp_path / "e.jsonl", [grant("G-1"), grant("G-2", subject={"recording_id": "rec-9", "catalog": "cat"}),
-                                              revoke("G-2")])
+    path = write_jsonl(
+        tmp_path / "e.jsonl",
+        [grant("G-1"), grant("G-2", subject={"recording_id": "rec-9", "catalog": "cat"}), revoke("G-2")],
+    )
     r, out = run_json(app, "import", str(path), "--ledger", url)
     assert r.exit_code == 0 and out["imported"] == 3 and out["head_seq"] == 3
 
@@ -81,11 +83,34 @@ def test_import_bad_file_writes_nothing(app, url, tmp_path):
 
 
 def test_grant_with_flags_then_amend_and_revoke(app, url):
-    common = ["--recording-id", "rec-1", "--isrc", "GBLAB2600001",
-              "--party", "Acme Records:master_owner:master:70", "--party", "Ada: the Band:performer:master:30",
-              "--purpose", "ai_training", "--territory", "GB", "--territory", "us",
-              "--valid-from", "2025-01-01", "--valid-until", "2027-01-01", "--licence", "LicenseRef-lab-acme",
-              "--issuer", "Acme Records", "--evidence", "contract-17", "--ledger", url]
+    common = [
+        "--recording-id",
+        "rec-1",
+        "--isrc",
+        "GBLAB2600001",
+        "--party",
+        "Acme Records:master_owner:master:70",
+        "--party",
+        "Ada: the Band:performer:master:30",
+        "--purpose",
+        "ai_training",
+        "--territory",
+        "GB",
+        "--territory",
+        "us",
+        "--valid-from",
+        "2025-01-01",
+        "--valid-until",
+        "2027-01-01",
+        "--licence",
+        "LicenseRef-lab-acme",
+        "--issuer",
+        "Acme Records",
+        "--evidence",
+        "contract-17",
+        "--ledger",
+        url,
+    ]
     r, out = run_json(app, "grant", "--grant-id", "G-1", *common)
     assert r.exit_code == 0, r.output
     g = out["event"]["grant"]
@@ -101,8 +126,9 @@ def test_grant_with_flags_then_amend_and_revoke(app, url):
     r, out = run_json(app, "grant", "--grant-id", "G-1", "--supersedes", "G-1", "--territory", "FR", *common)
     assert r.exit_code == 0 and out["event"]["grant"]["version"] == 3  # next version when none given
 
-    r, out = run_json(app, "revoke", "G-1", "--reason", "artist withdrew", "--effective-at", "2026-02-01",
-                      "--ledger", url)
+    r, out = run_json(
+        app, "revoke", "G-1", "--reason", "artist withdrew", "--effective-at", "2026-02-01", "--ledger", url
+    )
     assert r.exit_code == 0 and out["kind"] == "revoke" and out["event"]["issuer"]
     r = run(app, "revoke", "G-1", "--reason", "again", "--ledger", url)
     assert r.exit_code == 1 and "already revoked" in r.text
@@ -111,9 +137,26 @@ def test_grant_with_flags_then_amend_and_revoke(app, url):
 
 
 def test_grant_flag_errors(app, url):
-    r = run(app, "grant", "--grant-id", "G-1", "--recording-id", "r", "--party", "A:master_owner:master:100",
-            "--purpose", "world_domination", "--territory", "WW", "--licence", "MIT", "--issuer", "me",
-            "--ledger", url)
+    r = run(
+        app,
+        "grant",
+        "--grant-id",
+        "G-1",
+        "--recording-id",
+        "r",
+        "--party",
+        "A:master_owner:master:100",
+        "--purpose",
+        "world_domination",
+        "--territory",
+        "WW",
+        "--licence",
+        "MIT",
+        "--issuer",
+        "me",
+        "--ledger",
+        url,
+    )
     assert r.exit_code == 2 and "grant.purposes.0" in r.text
     r = run(app, "grant", "--grant-id", "G-1", "--recording-id", "r", "--ledger", url)
     assert r.exit_code == 2 and "missing --issuer, --licence" in r.text

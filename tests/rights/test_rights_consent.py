@@ -15,20 +15,32 @@ from lab.rights.policy import Policy
 UTC = timezone.utc
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 RECORDED = datetime(2025, 1, 1, tzinfo=UTC)
-POLICY = Policy(name="t", purposes=["ai_generative_training"], territory="GB",
-                accept_licence_classes=["permissive", "contract"])
+POLICY = Policy(
+    name="t", purposes=["ai_generative_training"], territory="GB", accept_licence_classes=["permissive", "contract"]
+)
 
 
 def sources(*rids: str, catalog: str = "cat") -> pa.Table:
-    return pa.table({"recording_id": list(rids), "catalog": [catalog] * len(rids),
-                     "isrc": pa.nulls(len(rids), pa.string()), "audio_sha256": [SHA] * len(rids)})
+    return pa.table(
+        {
+            "recording_id": list(rids),
+            "catalog": [catalog] * len(rids),
+            "isrc": pa.nulls(len(rids), pa.string()),
+            "audio_sha256": [SHA] * len(rids),
+        }
+    )
 
 
 @pytest.fixture
 def ledger(sqlite_url):
     led = Ledger(sqlite_url)
-    led.append_many([grant("G-1", subject={"recording_id": "r1", "catalog": "cat"}),
-                     grant("G-2", subject={"recording_id": "r2", "catalog": "cat"})], recorded_at=RECORDED)
+    led.append_many(
+        [
+            grant("G-1", subject={"recording_id": "r1", "catalog": "cat"}),
+            grant("G-2", subject={"recording_id": "r2", "catalog": "cat"}),
+        ],
+        recorded_at=RECORDED,
+    )
     yield led
     led.close()
 
@@ -49,9 +61,15 @@ def test_use_and_territory_are_the_policys(ledger):
     ok = check_sources(sources("r1"), ledger, POLICY, at=AT)
     assert ok.ok
     # the helper's grants are worldwide: narrow one to GB and ask for the US
-    ledger.append({"kind": "amend", "grant": grant("G-1", version=2, supersedes="G-1", territories=["GB"],
-                                                   subject={"recording_id": "r1", "catalog": "cat"})["grant"]},
-                  recorded_at=RECORDED)
+    ledger.append(
+        {
+            "kind": "amend",
+            "grant": grant(
+                "G-1", version=2, supersedes="G-1", territories=["GB"], subject={"recording_id": "r1", "catalog": "cat"}
+            )["grant"],
+        },
+        recorded_at=RECORDED,
+    )
     refused = check_sources(sources("r1"), ledger, elsewhere, at=AT)
     assert refused.problems()[0][:2] == ("r1", "territory_not_granted")
     inference = POLICY.model_copy(update={"purposes": ["ai_inference"]})

@@ -224,7 +224,7 @@ def tampered_demo(tmp_path):
 
 def test_lab_clear_refuses_an_edited_ledger(tampered_demo):
     from lab.cli.demo import compose
-    from lab.jobs.clear import main as clear_main
+    from lab.recipes.clear import main as clear_main
 
     demo, seq = tampered_demo
     with pytest.raises(LedgerBroken, match=rf"does not verify \(seq {seq}: hash does not match"):

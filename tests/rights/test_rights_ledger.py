@@ -69,8 +69,14 @@ def test_append_chain_and_reads(ledger):
 
 
 def test_frame_columns_types_and_values(ledger):
-    ledger.append_many([grant("G-1"), grant("G-2", status="opted_out", purposes=[], territories=[], parties=[]),
-                        amend("G-1", valid_until=None), expire("G-2")])
+    ledger.append_many(
+        [
+            grant("G-1"),
+            grant("G-2", status="opted_out", purposes=[], territories=[], parties=[]),
+            amend("G-1", valid_until=None),
+            expire("G-2"),
+        ]
+    )
     f = ledger.frame()
     assert f.column_names == list(FRAME_COLUMNS) and "payload" not in f.column_names
     assert f.schema.field("seq").type == pa.int64() and f.schema.field("version").type == pa.int64()
@@ -105,7 +111,7 @@ def test_frame_columns_types_and_values(ledger):
 
 
 def test_payloads_read_only_the_rows_asked_for_in_that_order(ledger):
-    ledger.append_many([grant(f"G-{i}", attribution=f"a\nb \"{i}\" \u00e9\U0001F3B5") for i in range(1, 8)])
+    ledger.append_many([grant(f"G-{i}", attribution=f'a\nb "{i}" \u00e9\U0001f3b5') for i in range(1, 8)])
     stored = {e.seq: e.event.model_dump(mode="json") for e in ledger.events()}
     want = [5, 2, 7, 99, 1]  # any order; 99 is not in the ledger
     got = list(ledger.payload_texts(want))
@@ -192,8 +198,12 @@ def test_invalid_event_refused_with_field(ledger):
     with pytest.raises(LedgerError, match=r"grant\.licence: unknown licence id"):
         ledger.append(grant(licence="NOT-A-LICENCE"))
     with pytest.raises(LedgerError, match=r"event 2: grant\.parties: party shares per right must sum to 100"):
-        ledger.append_many([grant("G-1"), grant("G-2", parties=[
-            {"name": "A", "role": "master_owner", "right": "master", "share": 90}])])
+        ledger.append_many(
+            [
+                grant("G-1"),
+                grant("G-2", parties=[{"name": "A", "role": "master_owner", "right": "master", "share": 90}]),
+            ]
+        )
     assert ledger.head()[0] == 0
 
 

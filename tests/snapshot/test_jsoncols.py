@@ -20,12 +20,15 @@ def as_json(col) -> list[str]:
     return col.to_pylist()
 
 
-@pytest.mark.parametrize("values", [
-    TRICKY,  # unique values: escaped row by row
-    TRICKY * 40,  # repeated values: escaped once per distinct value
-    ["no escapes", "at all"] * 3,
-    [None, "x"],
-])
+@pytest.mark.parametrize(
+    "values",
+    [
+        TRICKY,  # unique values: escaped row by row
+        TRICKY * 40,  # repeated values: escaped once per distinct value
+        ["no escapes", "at all"] * 3,
+        [None, "x"],
+    ],
+)
 def test_json_str_is_orjson_per_value(values):
     arr = pa.array(values, pa.string())
     assert as_json(jc.json_str(arr)) == [orjson.dumps(v).decode() for v in values]

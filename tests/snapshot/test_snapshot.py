@@ -17,7 +17,7 @@ from rights_helpers import SHA, grant, revoke  # noqa: E402
 
 from lab.catalog.items import CatalogItem  # noqa: E402
 from lab.catalog.store import Catalog, items_to_table, load_catalog_table, save_catalog  # noqa: E402
-from lab.jobs.clear import run_clearance  # noqa: E402
+from lab.recipes.clear import run_clearance  # noqa: E402
 from lab.rights.clearance import REASONS, clear  # noqa: E402
 from lab.rights.ledger import Ledger  # noqa: E402
 from lab.rights.policy import Policy  # noqa: E402
@@ -28,20 +28,36 @@ from lab.util.merkle import leaf_hash, merkle_root  # noqa: E402
 UTC = timezone.utc
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 RECORDED = datetime(2025, 1, 1, tzinfo=UTC)
-POLICY = dict(name="test", purposes=["ai_generative_training"], territory="GB",
-              accept_licence_classes=["permissive", "contract"])
+POLICY = dict(
+    name="test", purposes=["ai_generative_training"], territory="GB", accept_licence_classes=["permissive", "contract"]
+)
 CATALOG = "snap"
 
 
 def item(rid: str, sha: str = SHA, **over) -> CatalogItem:
-    fields = dict(recording_id=rid, isrc=None, title=f"Title {rid}", artists=["Ada"], description="piano, 90 bpm",
-                  audio_path=f"{rid}.wav", catalog=CATALOG, audio_sha256=sha, duration_s=2.0, sample_rate=8000,
-                  channels=1)
+    fields = dict(
+        recording_id=rid,
+        isrc=None,
+        title=f"Title {rid}",
+        artists=["Ada"],
+        description="piano, 90 bpm",
+        audio_path=f"{rid}.wav",
+        catalog=CATALOG,
+        audio_sha256=sha,
+        duration_s=2.0,
+        sample_rate=8000,
+        channels=1,
+    )
     return CatalogItem(**(fields | over))
 
 
-ITEMS = [item("r1"), item("r2", sha="cd" * 32), item("r3"), item("r4"), item("bad", reject_reason="decode_error",
-                                                                                status="rejected")]
+ITEMS = [
+    item("r1"),
+    item("r2", sha="cd" * 32),
+    item("r3"),
+    item("r4"),
+    item("bad", reject_reason="decode_error", status="rejected"),
+]
 
 
 @pytest.fixture
@@ -50,8 +66,10 @@ def world(tmp_path):
     home = tmp_path / "home"
     save_catalog(Catalog(name=CATALOG, root=tmp_path / "audio", items=ITEMS), home)
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
-    ledger.append_many([grant(f"G-{r}", subject={"recording_id": r, "catalog": CATALOG})
-                        for r in ("r1", "r2", "r3", "bad")], recorded_at=RECORDED)
+    ledger.append_many(
+        [grant(f"G-{r}", subject={"recording_id": r, "catalog": CATALOG}) for r in ("r1", "r2", "r3", "bad")],
+        recorded_at=RECORDED,
+    )
     ledger.append(revoke("G-r3"), recorded_at=RECORDED + timedelta(days=200))
     yield home, ledger, tmp_path / "snapshots"
     ledger.close()
@@ -59,8 +77,9 @@ def world(tmp_path):
 
 def run(world, policy: Policy | None = None, at: datetime = AT):
     home, ledger, out = world
-    return run_clearance(catalog=CATALOG, ledger=ledger, policy=policy or Policy(**POLICY), snapshots_dir=out,
-                         home=home, at=at)
+    return run_clearance(
+        catalog=CATALOG, ledger=ledger, policy=policy or Policy(**POLICY), snapshots_dir=out, home=home, at=at
+    )
 
 
 def header_for(world, items, tmp_path, policy: Policy | None = None, at: datetime = AT) -> dict:
@@ -68,12 +87,19 @@ def header_for(world, items, tmp_path, policy: Policy | None = None, at: datetim
     _, ledger, _ = world
     table = items_to_table(items)
     decision = clear(table, ledger.frame(), policy or Policy(**POLICY), at)
+
     def payloads(seqs):  # dicts: the per-grant path
         stored = ledger.payloads(seqs)
         return [[(q, stored[q]) for q in seqs]]
 
-    _, header = write_snapshot(tmp_path / "in-memory", table, decision, catalog_info={"name": CATALOG},
-                               ledger_head=ledger.head(), payloads=payloads)
+    _, header = write_snapshot(
+        tmp_path / "in-memory",
+        table,
+        decision,
+        catalog_info={"name": CATALOG},
+        ledger_head=ledger.head(),
+        payloads=payloads,
+    )
     return header
 
 
@@ -88,8 +114,10 @@ def reference_check(folder: Path) -> None:
     refs = {g["grant_id"]: f"{g['grant_id']}@{g['seq']}#{digest(g)}" for g in rows["grants"]}
     leaves = []
     for it in rows["items"]:
-        core = {k: v for k, v in it.items() if k != "digest"} | {"cleared": True,
-                                                                 "grants": [refs[g] for g in it["grant_ids"]]}
+        core = {k: v for k, v in it.items() if k != "digest"} | {
+            "cleared": True,
+            "grants": [refs[g] for g in it["grant_ids"]],
+        }
         leaves.append(leaf_hash(canonical_json(core)))
         assert leaves[-1].hex() == it["digest"], it["recording_id"]
     for ex in rows["excluded"]:
@@ -112,8 +140,7 @@ def test_same_inputs_same_id(world):
     assert a.doc["snapshot_id"] == b.doc["snapshot_id"]
     assert a.doc["merkle_root"] == b.doc["merkle_root"]
     assert a.snapshot_path == b.snapshot_path == a.snapshot_path.parent / a.doc["snapshot_id"]
-    assert a.doc["counts"] == {"items": 5, "cleared": 2,
-                               "excluded": {"decode_error": 1, "no_grant": 1, "revoked": 1}}
+    assert a.doc["counts"] == {"items": 5, "cleared": 2, "excluded": {"decode_error": 1, "no_grant": 1, "revoked": 1}}
     assert a.doc["files"] == b.doc["files"]  # byte-identical Parquet files
     reference_check(a.snapshot_path)
 
@@ -150,8 +177,10 @@ def test_terms_parsed_by_arrow_or_per_grant_give_the_same_snapshot(world, tmp_pa
 def test_a_new_ledger_event_changes_the_id(world):
     before = run(world)
     _, ledger, _ = world
-    ledger.append(grant("G-elsewhere", subject={"recording_id": "not-in-this-catalogue", "catalog": CATALOG}),
-                  recorded_at=RECORDED + timedelta(days=201))
+    ledger.append(
+        grant("G-elsewhere", subject={"recording_id": "not-in-this-catalogue", "catalog": CATALOG}),
+        recorded_at=RECORDED + timedelta(days=201),
+    )
     after = run(world)
     assert after.doc["merkle_root"] == before.doc["merkle_root"]  # same decisions ...
     assert after.doc["snapshot_id"] != before.doc["snapshot_id"]  # ... against another ledger
@@ -160,9 +189,19 @@ def test_a_new_ledger_event_changes_the_id(world):
 
 def test_the_same_policy_written_in_another_order_keeps_the_id(world):
     a = run(world, Policy(**(POLICY | {"purposes": ["ai_generative_training", "ai_training"]})))
-    b = run(world, Policy(**(POLICY | {"purposes": ["ai_training", "ai_generative_training"],
-                                       "accept_licence_classes": ["contract", "permissive"],
-                                       "territory": "gb"})))
+    b = run(
+        world,
+        Policy(
+            **(
+                POLICY
+                | {
+                    "purposes": ["ai_training", "ai_generative_training"],
+                    "accept_licence_classes": ["contract", "permissive"],
+                    "territory": "gb",
+                }
+            )
+        ),
+    )
     assert a.doc["snapshot_id"] == b.doc["snapshot_id"]
 
 
@@ -174,13 +213,16 @@ def test_a_different_policy_changes_the_id(world):
     assert wider.doc["merkle_root"] == run(world).doc["merkle_root"]  # same decisions, other policy
 
 
-@pytest.mark.parametrize("change", [
-    {"audio_sha256": "ef" * 32},  # new audio under the same id (the grant names the recording only)
-    {"recording_id": "r1-renamed"},
-    {"title": "another title"},
-    {"description": "another caption"},
-    {"duration_s": 2.5},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"audio_sha256": "ef" * 32},  # new audio under the same id (the grant names the recording only)
+        {"recording_id": "r1-renamed"},
+        {"title": "another title"},
+        {"description": "another caption"},
+        {"duration_s": 2.5},
+    ],
+)
 def test_a_changed_item_changes_the_root_and_the_id(world, tmp_path, change):
     base = header_for(world, ITEMS, tmp_path / "a")
     changed = [item("r1", **change) if it.recording_id == "r1" else it for it in ITEMS]
@@ -203,7 +245,10 @@ def test_a_written_snapshot_loads(world):
     with pytest.raises(SnapshotError, match="r3"):
         snap.take(["r1", "r3"])
     assert {r["recording_id"]: r["reason"] for r in snap.excluded.to_pylist()} == {
-        "r3": "revoked", "r4": "no_grant", "bad": "decode_error"}
+        "r3": "revoked",
+        "r4": "no_grant",
+        "bad": "decode_error",
+    }
     g = snap.grants.to_pylist()[0]
     assert g["grant_id"] == "G-r1" and g["parties"][0]["share"] == 60 and g["valid_until"].year == 2027
     assert orjson.loads(g["compensation"])["model"] == "none"
@@ -232,12 +277,25 @@ def test_every_exclusion_reason_is_written_and_verified(world, tmp_path):
     reasons = [r for r in REASONS if r != "superseded"] + ["superseded"]
     table = items_to_table([item(f"x{i:02d}") for i in range(len(reasons))])
     n = len(reasons)
-    decision = Clearance(at=AT, policy=Policy(**POLICY), cleared=np.zeros(n, bool), reasons=pa.array(reasons),
-                         details=pa.array([f"because {r}" for r in reasons]),
-                         grant_offsets=np.arange(n + 1), grant_flat=pa.array([f"G-{i}" for i in range(n)]),
-                         clearing_ids=pa.array([], pa.string()), clearing_seqs=np.zeros(0, np.int64))
-    folder, header = write_snapshot(tmp_path / "s", table, decision, catalog_info={"name": CATALOG},
-                                    ledger_head=(0, "0" * 64), payloads=lambda seqs: [])
+    decision = Clearance(
+        at=AT,
+        policy=Policy(**POLICY),
+        cleared=np.zeros(n, bool),
+        reasons=pa.array(reasons),
+        details=pa.array([f"because {r}" for r in reasons]),
+        grant_offsets=np.arange(n + 1),
+        grant_flat=pa.array([f"G-{i}" for i in range(n)]),
+        clearing_ids=pa.array([], pa.string()),
+        clearing_seqs=np.zeros(0, np.int64),
+    )
+    folder, header = write_snapshot(
+        tmp_path / "s",
+        table,
+        decision,
+        catalog_info={"name": CATALOG},
+        ledger_head=(0, "0" * 64),
+        payloads=lambda seqs: [],
+    )
     assert header["counts"]["excluded"] == {r: 1 for r in reasons}
     snap = load_snapshot(folder)
     assert sorted(snap.excluded["reason"].to_pylist()) == sorted(reasons) and len(snap) == 0
@@ -263,8 +321,11 @@ def _rewrite(folder: Path, name: str, edit, *, rehash: bool = True) -> None:
 def _set(table: pa.Table, column: str, row_id: str, value, key: str = "recording_id") -> pa.Table:
     values = table[column].to_pylist()
     values[table[key].to_pylist().index(row_id)] = value
-    return table.set_column(table.schema.get_field_index(column), table.schema.field(column),
-                            pa.array(values, table.schema.field(column).type))
+    return table.set_column(
+        table.schema.get_field_index(column),
+        table.schema.field(column),
+        pa.array(values, table.schema.field(column).type),
+    )
 
 
 def _drop(table: pa.Table, row_id: str, key: str = "recording_id") -> pa.Table:
@@ -274,8 +335,7 @@ def _drop(table: pa.Table, row_id: str, key: str = "recording_id") -> pa.Table:
 def _swap_terms(t: pa.Table) -> pa.Table:
     """G-r1 gets G-r2's terms (its version, seq, parties ...) and vice versa."""
     flip = pa.array([1, 0] + list(range(2, t.num_rows)))
-    return pa.Table.from_arrays([t[c] if c == "grant_id" else t[c].take(flip) for c in t.column_names],
-                                schema=t.schema)
+    return pa.Table.from_arrays([t[c] if c == "grant_id" else t[c].take(flip) for c in t.column_names], schema=t.schema)
 
 
 def _move_r4_to_items(folder: Path) -> None:
@@ -385,9 +445,13 @@ def test_missing_or_malformed_files_are_refused(world, tmp_path):
 
 # ----------------------------------------------------------------------------- tricky values
 
-TRICKY = ['quote " and backslash \\ and slash /', "line\nbreak\ttab\r\x00nul\x1fus\x7fdel",
-          "é ü ß 漢字 🎵 \u2028\u2029",
-          "{\"looks\": [\"like\", \"json\"]}, \"G-1\": {", "tab\tonly"]
+TRICKY = [
+    'quote " and backslash \\ and slash /',
+    "line\nbreak\ttab\r\x00nul\x1fus\x7fdel",
+    "é ü ß 漢字 🎵 \u2028\u2029",
+    '{"looks": ["like", "json"]}, "G-1": {',
+    "tab\tonly",
+]
 
 
 def test_tricky_text_and_numbers_match_the_reference_definition(world, tmp_path):
@@ -395,20 +459,44 @@ def test_tricky_text_and_numbers_match_the_reference_definition(world, tmp_path)
     item (ids sorted: "G-1" < "G-10" < "G-2"): what the column-wise writer hashed is what the
     per-row reference recomputes, and the reader accepts it."""
     home, ledger, out = world
-    items = [item(f"t{i}", title=t, description=t, artists=[t, "plain", t + "!"], audio_path=f"{t}/{i}.wav",
-                  isrc=None if i % 2 else "GBLAB2600001", duration_s=d)
-             for i, (t, d) in enumerate(zip(TRICKY, [0.1, 1e-7, 123456789.125, 30.0, 1e16]))]
-    items.append(item("t-rej", title=TRICKY[1], reject_reason="decode_error", status="rejected",
-                      reject_detail=TRICKY[0]))
+    items = [
+        item(
+            f"t{i}",
+            title=t,
+            description=t,
+            artists=[t, "plain", t + "!"],
+            audio_path=f"{t}/{i}.wav",
+            isrc=None if i % 2 else "GBLAB2600001",
+            duration_s=d,
+        )
+        for i, (t, d) in enumerate(zip(TRICKY, [0.1, 1e-7, 123456789.125, 30.0, 1e16]))
+    ]
+    items.append(
+        item("t-rej", title=TRICKY[1], reject_reason="decode_error", status="rejected", reject_detail=TRICKY[0])
+    )
     save_catalog(Catalog(name=CATALOG, root=tmp_path / "audio", items=ITEMS + items), home)
-    parties = [{"name": TRICKY[1], "role": "master_owner", "right": "master", "share": 33.3},
-               {"name": TRICKY[2], "role": "performer", "right": "master", "share": 66.7, "party_id": TRICKY[0]}]
-    ledger.append_many([grant(f"G-t{i}", subject={"recording_id": f"t{i}", "catalog": CATALOG}, attribution=TRICKY[i],
-                              parties=parties, compensation={"model": "flat_fee", "rate": 1e-7, "notes": TRICKY[i]},
-                              valid_until="2027-01-01T00:00:00.250000Z")
-                        for i in range(len(TRICKY))], recorded_at=RECORDED + timedelta(days=300))
-    ledger.append_many([grant(g, subject={"recording_id": "r1", "catalog": CATALOG}) for g in ("G-10", "G-1", "G-2")],
-                       recorded_at=RECORDED + timedelta(days=300))
+    parties = [
+        {"name": TRICKY[1], "role": "master_owner", "right": "master", "share": 33.3},
+        {"name": TRICKY[2], "role": "performer", "right": "master", "share": 66.7, "party_id": TRICKY[0]},
+    ]
+    ledger.append_many(
+        [
+            grant(
+                f"G-t{i}",
+                subject={"recording_id": f"t{i}", "catalog": CATALOG},
+                attribution=TRICKY[i],
+                parties=parties,
+                compensation={"model": "flat_fee", "rate": 1e-7, "notes": TRICKY[i]},
+                valid_until="2027-01-01T00:00:00.250000Z",
+            )
+            for i in range(len(TRICKY))
+        ],
+        recorded_at=RECORDED + timedelta(days=300),
+    )
+    ledger.append_many(
+        [grant(g, subject={"recording_id": "r1", "catalog": CATALOG}) for g in ("G-10", "G-1", "G-2")],
+        recorded_at=RECORDED + timedelta(days=300),
+    )
     res = run(world)
     reference_check(res.snapshot_path)
     snap = load_snapshot(res.snapshot_path)
@@ -416,7 +504,8 @@ def test_tricky_text_and_numbers_match_the_reference_definition(world, tmp_path)
     assert snap.item("t1")["title"] == TRICKY[1] and snap.item("t3")["artists"] == [TRICKY[3], "plain", TRICKY[3] + "!"]
     assert snap.item("r1")["grant_ids"] == ["G-1", "G-10", "G-2", "G-r1"]
     assert set(snap.grants["grant_id"].to_pylist()) == {"G-1", "G-10", "G-2", "G-r1", "G-r2"} | {
-        f"G-t{i}" for i in range(len(TRICKY))}
+        f"G-t{i}" for i in range(len(TRICKY))
+    }
     t2 = snap.grants.filter(pc.equal(snap.grants["grant_id"], "G-t2")).to_pylist()[0]
     assert t2["attribution"] == TRICKY[2].strip() and t2["valid_until"].microsecond == 250000
     stored = next(e for e in ledger.events() if e.grant_id == "G-t2").event.grant.compensation
@@ -432,11 +521,23 @@ def test_terms_missing_from_the_ledger_are_refused(world, tmp_path):
         return [[(s, p) for s, p in ledger.payload_texts(seqs) if s != seqs[0]]]
 
     with pytest.raises(SnapshotError, match="terms missing for clearing grant G-r1"):
-        write_snapshot(tmp_path / "s", table, decision, catalog_info={"name": CATALOG}, ledger_head=ledger.head(),
-                       payloads=dropping)
+        write_snapshot(
+            tmp_path / "s",
+            table,
+            decision,
+            catalog_info={"name": CATALOG},
+            ledger_head=ledger.head(),
+            payloads=dropping,
+        )
     with pytest.raises(SnapshotError, match="terms missing"):
-        write_snapshot(tmp_path / "s", table, decision, catalog_info={"name": CATALOG}, ledger_head=ledger.head(),
-                       payloads=lambda seqs: [])
+        write_snapshot(
+            tmp_path / "s",
+            table,
+            decision,
+            catalog_info={"name": CATALOG},
+            ledger_head=ledger.head(),
+            payloads=lambda seqs: [],
+        )
     assert not (tmp_path / "s").exists() or not list((tmp_path / "s").iterdir())  # nothing half-written
 
 
@@ -448,7 +549,9 @@ def test_packed_merkle_root_is_the_reference_tree():
 
     def reference(leaves):  # docs/snapshot-format.md: pages of 1,024 sorted leaves (0x02), then a binary tree (0x01)
         ordered = sorted(leaves)
-        level = [hashlib.sha256(b"\x02" + b"".join(ordered[i:i + 1024])).digest() for i in range(0, len(ordered), 1024)]
+        level = [
+            hashlib.sha256(b"\x02" + b"".join(ordered[i : i + 1024])).digest() for i in range(0, len(ordered), 1024)
+        ]
         while len(level) > 1:
             nxt = [hashlib.sha256(b"\x01" + a + b).digest() for a, b in zip(level[0::2], level[1::2])]
             level = nxt + ([level[-1]] if len(level) % 2 else [])
@@ -479,8 +582,9 @@ def test_a_postgresql_ledger_gives_the_same_decisions(world, postgres_url):
         with Ledger(postgres_url.rsplit("/", 1)[0] + "/" + name) as pg:
             for e in sqlite_ledger.events():
                 pg.append(e.event, recorded_at=e.recorded_at)
-            res = run_clearance(catalog=CATALOG, ledger=pg, policy=Policy(**POLICY), snapshots_dir=out / "pg",
-                                home=home, at=AT)
+            res = run_clearance(
+                catalog=CATALOG, ledger=pg, policy=Policy(**POLICY), snapshots_dir=out / "pg", home=home, at=AT
+            )
             snap = load_snapshot(res.snapshot_path)
         assert snap.merkle_root == run(world).doc["merkle_root"]
         assert res.doc["counts"]["cleared"] == 2 and snap.grants["parties"][0][0]["share"].as_py() == 60
@@ -494,17 +598,41 @@ def test_write_rows_gives_a_verified_snapshot(tmp_path):
     """The fixture writer: rows already decided, digests filled in, the same checks on load."""
     from lab.snapshot import write_rows
 
-    g = {"grant_id": "G-1", "version": 1, "seq": 3, "licence": "CC-BY-4.0", "purposes": ["ai_training"],
-         "territories": ["WW"], "valid_until": None, "on_termination": "retain", "attribution": "",
-         "compensation": {"model": "none"},
-         "parties": [{"name": "A", "role": "performer", "right": "master", "share": 100.0, "party_id": None}]}
-    row = {"isrc": None, "title": "t", "artists": ["A"], "description": "d", "audio_path": "a.wav",
-           "audio_sha256": SHA, "duration_s": 1.0, "sample_rate": 8000, "channels": 1, "grant_ids": ["G-1"]}
-    folder, header = write_rows(tmp_path, items=[row | {"recording_id": "b"}, row | {"recording_id": "a"}],
-                                grants=[g], excluded=[{"recording_id": "x", "audio_sha256": None, "reason": "revoked",
-                                                       "detail": "", "grant_ids": ["G-0"]}],
-                                catalog_info={"name": "t"}, policy=Policy(**POLICY), ledger_head=(3, "ab" * 32),
-                                cleared_at=AT)
+    g = {
+        "grant_id": "G-1",
+        "version": 1,
+        "seq": 3,
+        "licence": "CC-BY-4.0",
+        "purposes": ["ai_training"],
+        "territories": ["WW"],
+        "valid_until": None,
+        "on_termination": "retain",
+        "attribution": "",
+        "compensation": {"model": "none"},
+        "parties": [{"name": "A", "role": "performer", "right": "master", "share": 100.0, "party_id": None}],
+    }
+    row = {
+        "isrc": None,
+        "title": "t",
+        "artists": ["A"],
+        "description": "d",
+        "audio_path": "a.wav",
+        "audio_sha256": SHA,
+        "duration_s": 1.0,
+        "sample_rate": 8000,
+        "channels": 1,
+        "grant_ids": ["G-1"],
+    }
+    folder, header = write_rows(
+        tmp_path,
+        items=[row | {"recording_id": "b"}, row | {"recording_id": "a"}],
+        grants=[g],
+        excluded=[{"recording_id": "x", "audio_sha256": None, "reason": "revoked", "detail": "", "grant_ids": ["G-0"]}],
+        catalog_info={"name": "t"},
+        policy=Policy(**POLICY),
+        ledger_head=(3, "ab" * 32),
+        cleared_at=AT,
+    )
     reference_check(folder)
     snap = load_snapshot(folder)
     assert snap.items["recording_id"].to_pylist() == ["a", "b"] and header["counts"]["excluded"] == {"revoked": 1}

@@ -42,8 +42,9 @@ def run(info, out: Path, stop_after=None):
         return loss
 
     hook = Recorder()
-    cfg = TrainerConfig(max_steps=6, lr=1e-2, save_every=2, keep_last=None, log_every=2, grad_accum=GRAD_ACCUM,
-                        progress=False, seed=3)
+    cfg = TrainerConfig(
+        max_steps=6, lr=1e-2, save_every=2, keep_last=None, log_every=2, grad_accum=GRAD_ACCUM, progress=False, seed=3
+    )
     trainer = Trainer(Toy(seed=info.rank), recording_loss, cfg, out_dir=out, dist=info, hooks=hook)
     crashed = False
     try:

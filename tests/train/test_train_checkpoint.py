@@ -10,17 +10,28 @@ import sys
 import numpy as np
 import pytest
 import torch
+from train_toy import ExposureHook, Toy, checksum, factory, noisy_loss_fn
 
 from lab import checkpoint as ck
 from lab.train.trainer import Trainer, TrainerConfig
-from train_toy import ExposureHook, Toy, checksum, factory, noisy_loss_fn
 
 torch.set_num_threads(1)
 
 
 def cfg(**kw) -> TrainerConfig:
-    base = dict(max_steps=10, lr=5e-3, warmup_steps=2, schedule="cosine", save_every=4, keep_last=None,
-                log_every=3, progress=False, grad_clip=0.5, grad_accum=2, seed=7)
+    base = dict(
+        max_steps=10,
+        lr=5e-3,
+        warmup_steps=2,
+        schedule="cosine",
+        save_every=4,
+        keep_last=None,
+        log_every=3,
+        progress=False,
+        grad_clip=0.5,
+        grad_accum=2,
+        seed=7,
+    )
     base.update(kw)
     return TrainerConfig(**base)
 
@@ -72,8 +83,13 @@ def test_resume_when_already_done_and_plain_iterables(tmp_path):
 
 
 def _state(step=1):
-    return ck.TrainingState(optimizer={"state": {}}, scheduler={"last_epoch": step}, rng={"world_size": 1, "ranks": []},
-                            extras={"world_size": 1, "ranks": [{}]}, trainer={"step": step, "losses": []})
+    return ck.TrainingState(
+        optimizer={"state": {}},
+        scheduler={"last_epoch": step},
+        rng={"world_size": 1, "ranks": []},
+        extras={"world_size": 1, "ranks": [{}]},
+        trainer={"step": step, "losses": []},
+    )
 
 
 def _dead_pid() -> int:
@@ -117,8 +133,9 @@ def test_write_failure_leaves_nothing_and_republish_replaces(tmp_path):
     path = ck.latest_complete(tmp_path)
     assert sorted(p.name for p in path.iterdir()) == ["COMPLETE", "b", "training_state"]
     marker = json.loads((path / "COMPLETE").read_text())
-    assert marker["step"] == 2 and set(marker["files"]) == {"b"} | {f"training_state/{n}" for n in (
-        "optimizer.pt", "scheduler.pt", "rng.pt", "extras.pt", "trainer.json")}
+    assert marker["step"] == 2 and set(marker["files"]) == {"b"} | {
+        f"training_state/{n}" for n in ("optimizer.pt", "scheduler.pt", "rng.pt", "extras.pt", "trainer.json")
+    }
 
 
 def test_prune_keeps_newest_and_publish_backup_is_restored(tmp_path):

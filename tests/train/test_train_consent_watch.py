@@ -34,7 +34,7 @@ def base_demo(tmp_path_factory):
 @pytest.fixture
 def setup(base_demo, tmp_path):
     from lab.cli.demo import compose
-    from lab.jobs.clear import policy_from_cfg
+    from lab.recipes.clear import policy_from_cfg
 
     db = tmp_path / "ledger.sqlite"
     for f in base_demo.home.glob("ledger.sqlite*"):  # with its WAL

@@ -10,19 +10,27 @@ import time
 from pathlib import Path
 
 import torch
+from train_toy import ExposureHook, Toy, factory, loss_fn
 
 from lab import checkpoint as ck
 from lab.train.trainer import Trainer, TrainerConfig
-from train_toy import ExposureHook, Toy, factory, loss_fn
 
 HERE = Path(__file__).resolve().parent
 torch.set_num_threads(1)
 
 
 def test_sigkill_during_save_keeps_previous_checkpoint(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parents[1]), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen([sys.executable, str(HERE / "kill_script.py"), str(tmp_path)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parents[1]), os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "kill_script.py"), str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 45
         while not (tmp_path / "SAVING").exists():

@@ -6,6 +6,7 @@ import math
 import psutil
 import pytest
 import torch
+from train_toy import Toy, factory, loss_fn
 
 from lab.train.logging import (
     MetricsLog,
@@ -17,7 +18,6 @@ from lab.train.logging import (
     resolve_wandb_mode,
 )
 from lab.train.trainer import Trainer, TrainerConfig
-from train_toy import Toy, factory, loss_fn
 
 torch.set_num_threads(1)
 
@@ -28,8 +28,12 @@ def wandb_env(tmp_path, monkeypatch):
     for var in ("WANDB_DIR", "WANDB_PROJECT", "WANDB_RUN_ID", "WANDB_API_KEY"):
         monkeypatch.delenv(var, raising=False)
     # keep wandb's caches and settings out of $HOME
-    for var, sub in (("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"), ("WANDB_DATA_DIR", "data"),
-                     ("WANDB_ARTIFACT_DIR", "artifacts")):
+    for var, sub in (
+        ("WANDB_CACHE_DIR", "cache"),
+        ("WANDB_CONFIG_DIR", "config"),
+        ("WANDB_DATA_DIR", "data"),
+        ("WANDB_ARTIFACT_DIR", "artifacts"),
+    ):
         monkeypatch.setenv(var, str(tmp_path / "wandb-home" / sub))
     return tmp_path
 

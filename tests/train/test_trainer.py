@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from train_toy import ExposureHook, Toy, factory, loss_fn, make_batch
 
 from lab.checkpoint import latest_complete
 from lab.train.logging import MetricsLog
@@ -18,22 +19,31 @@ from lab.train.trainer import (
     lr_factor,
     to_device,
 )
-from train_toy import ExposureHook, Toy, factory, loss_fn, make_batch
 
 torch.set_num_threads(1)
 
 
 def cfg(**kw) -> TrainerConfig:
-    base = dict(max_steps=10, lr=1e-2, warmup_steps=0, schedule="constant", save_every=0, save_final=False,
-                log_every=5, progress=False, grad_clip=None)
+    base = dict(
+        max_steps=10,
+        lr=1e-2,
+        warmup_steps=0,
+        schedule="constant",
+        save_every=0,
+        save_final=False,
+        log_every=5,
+        progress=False,
+        grad_clip=None,
+    )
     base.update(kw)
     return TrainerConfig(**base)
 
 
 def test_loss_goes_down_and_metrics_logged(tmp_path):
     hook = ExposureHook()
-    t = Trainer(Toy(dropout=0.0), loss_fn, cfg(max_steps=60, schedule="cosine", warmup_steps=5),
-                out_dir=tmp_path, hooks=hook)
+    t = Trainer(
+        Toy(dropout=0.0), loss_fn, cfg(max_steps=60, schedule="cosine", warmup_steps=5), out_dir=tmp_path, hooks=hook
+    )
     r = t.fit(factory(bs=16))
     assert len(r.losses) == 60 and r.step == 60 and r.start_step == 0
     first, last = sum(r.losses[:10]) / 10, sum(r.losses[-10:]) / 10
@@ -76,8 +86,12 @@ def test_grad_accumulation_matches_big_batch(tmp_path):
     b = Trainer(copy.deepcopy(model), loss_fn, cfg(max_steps=1, grad_accum=1), out_dir=tmp_path / "b")
     ga, gb = _grads_at_first_step(a), _grads_at_first_step(b)
     small = [make_batch(0, 4), make_batch(1, 4)]
-    big = {"x": torch.cat([s["x"] for s in small]), "y": torch.cat([s["y"] for s in small]),
-           "recording_ids": sum((s["recording_ids"] for s in small), []), "seconds": [2.5] * 8}
+    big = {
+        "x": torch.cat([s["x"] for s in small]),
+        "y": torch.cat([s["y"] for s in small]),
+        "recording_ids": sum((s["recording_ids"] for s in small), []),
+        "seconds": [2.5] * 8,
+    }
     ra, rb = a.fit(iter(small)), b.fit(iter([big]))
     assert set(ga) == set(gb) and ga
     assert not any(n.startswith("encoder") for n in ga)  # frozen parts get no gradient
@@ -145,8 +159,13 @@ def test_hooks_default_and_custom_checkpoint_writers(tmp_path):
         def on_log(self, step, metrics):
             calls.append(("log", step))
 
-    t = Trainer(Toy(), loss_fn, cfg(max_steps=4, save_every=2, log_every=2), out_dir=tmp_path / "a",
-                hooks=[ExposureHook(), LogOnly()])
+    t = Trainer(
+        Toy(),
+        loss_fn,
+        cfg(max_steps=4, save_every=2, log_every=2),
+        out_dir=tmp_path / "a",
+        hooks=[ExposureHook(), LogOnly()],
+    )
     r = t.fit(factory())
     assert calls == [("log", 2), ("log", 4)]
     assert (r.last_checkpoint / "model.pt").exists()

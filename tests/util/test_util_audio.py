@@ -36,5 +36,3 @@ def test_resample_is_band_limited_and_accurate():
     hi = np.sin(2 * np.pi * 10_000 * np.arange(n) / sr_in).astype(np.float32)
     assert np.abs(resample(hi, sr_in, sr_out).numpy()[core]).max() < 0.05
     assert torch.equal(resample(x, 16_000, 16_000), torch.from_numpy(x))
-
-

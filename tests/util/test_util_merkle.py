@@ -37,7 +37,7 @@ def test_every_leaf_is_bound():
     leaves = _leaves(2 * PAGE + 5)
     root = merkle_root_packed(b"".join(leaves))
     for k in (0, PAGE, 2 * PAGE + 4):
-        changed = leaves[:k] + [leaf_hash(b"edited")] + leaves[k + 1:]
+        changed = leaves[:k] + [leaf_hash(b"edited")] + leaves[k + 1 :]
         assert merkle_root_packed(b"".join(changed)) != root
     assert merkle_root_packed(b"".join(leaves[:-1])) != root  # a dropped leaf
     assert merkle_root_packed(b"".join(leaves + leaves[:1])) != root  # a duplicated leaf

@@ -30,10 +30,18 @@ class ClearResult:
 
     def summary(self) -> dict[str, Any]:
         d = self.doc
-        return {"snapshot_id": d["snapshot_id"], "path": str(self.snapshot_path), "catalog": d["catalog"]["name"],
-                "policy": d["policy"]["name"], "cleared_at": d["cleared_at"], "items": d["counts"]["items"],
-                "cleared": d["counts"]["cleared"], "excluded": d["counts"]["excluded"],
-                "notes": d["counts"].get("notes", {}), "ledger_head_seq": d["ledger"]["head_seq"]}
+        return {
+            "snapshot_id": d["snapshot_id"],
+            "path": str(self.snapshot_path),
+            "catalog": d["catalog"]["name"],
+            "policy": d["policy"]["name"],
+            "cleared_at": d["cleared_at"],
+            "items": d["counts"]["items"],
+            "cleared": d["counts"]["cleared"],
+            "excluded": d["counts"]["excluded"],
+            "notes": d["counts"].get("notes", {}),
+            "ledger_head_seq": d["ledger"]["head_seq"],
+        }
 
 
 def policy_from_cfg(cfg: DictConfig | dict) -> Policy:
@@ -47,9 +55,16 @@ def _catalog_info(catalog: str, home: Path | None) -> dict[str, Any]:
     return {"name": catalog, "root": manifest.get("root"), "manifest_sha256": sha256_file(mpath)}
 
 
-def run_clearance(*, catalog: str, ledger: Ledger, policy: Policy, snapshots_dir: Path,
-                  home: Path | None = None, at: datetime | None = None,
-                  progress: Callable[[str, float], None] | None = None) -> ClearResult:
+def run_clearance(
+    *,
+    catalog: str,
+    ledger: Ledger,
+    policy: Policy,
+    snapshots_dir: Path,
+    home: Path | None = None,
+    at: datetime | None = None,
+    progress: Callable[[str, float], None] | None = None,
+) -> ClearResult:
     """Clear `catalog` against `ledger` under `policy` and write the snapshot.
 
     The ledger's chain and signed heads are verified first (incrementally, since the last verified
@@ -87,8 +102,9 @@ def run_clearance(*, catalog: str, ledger: Ledger, policy: Policy, snapshots_dir
     except BaseException:
         terms.close()
         raise
-    path, doc = write_snapshot(snapshots_dir, table, decision, catalog_info=info, ledger_head=head,
-                               terms=terms, progress=done)
+    path, doc = write_snapshot(
+        snapshots_dir, table, decision, catalog_info=info, ledger_head=head, terms=terms, progress=done
+    )
     if home is not None:  # the writer computed every leaf: a training rank need not again (lab.snapshot.read)
         write_receipt(receipts_dir(home), doc)
     return ClearResult(path, doc)
@@ -97,8 +113,13 @@ def run_clearance(*, catalog: str, ledger: Ledger, policy: Policy, snapshots_dir
 def main(cfg: DictConfig) -> ClearResult:
     policy = policy_from_cfg(cfg.policy)
     ledger = open_ledger(cfg.ledger_url, home=Path(cfg.paths.home), key_dir=_key_dir(cfg))
-    return run_clearance(catalog=cfg.data.catalog, ledger=ledger, policy=policy,
-                         snapshots_dir=Path(cfg.paths.snapshots), home=Path(cfg.paths.home))
+    return run_clearance(
+        catalog=cfg.data.catalog,
+        ledger=ledger,
+        policy=policy,
+        snapshots_dir=Path(cfg.paths.snapshots),
+        home=Path(cfg.paths.home),
+    )
 
 
 def _key_dir(cfg: DictConfig) -> Path:

@@ -1,1 +1,0 @@
-"""Hydra entry points: each job composes the pieces upstream of it and writes one artefact."""
