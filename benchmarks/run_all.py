@@ -15,9 +15,14 @@ HERE = Path(__file__).resolve().parent
 ORDER = [
     "bench_ingest_hash.py",
     "bench_clearance.py",
+    "bench_provenance_scale.py",
     "bench_signing.py",
     "bench_code_cache.py",
+    "bench_long_audio.py",
     "bench_trainer_overhead.py",
+    "bench_consent_polling.py",
+    "bench_impact.py",
+    "bench_gpu_step.py",  # prints a note and exits 0 without a GPU
 ]
 
 
