@@ -120,6 +120,16 @@ def resolve_wandb_mode(mode: str = "offline") -> str | None:
     return mode
 
 
+def _no_analytics() -> None:
+    """Offline or disabled means nothing leaves the machine: recent wandb sends usage analytics
+    (OpenTelemetry, to wandb's servers) from a "disabled" run too unless told not to."""
+    try:
+        from wandb.analytics.opentelemetry.opentelemetry_proxy import disable
+    except ImportError:  # an older wandb without it sends none
+        return
+    disable()
+
+
 def init_wandb(
     cfg: Mapping[str, Any] | None,
     run_dir: str | os.PathLike,
@@ -146,6 +156,8 @@ def init_wandb(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = resolve_wandb_mode(mode)
+    if (resolved or os.environ.get("WANDB_MODE", "")) != "online":
+        _no_analytics()
     settings.setdefault("console", "off")
     settings.setdefault("silent", True)
     kwargs: dict[str, Any] = {}

@@ -70,6 +70,15 @@ def test_wandb_disabled_writes_nothing(wandb_env):
     assert init_wandb({}, run_dir, is_main=False) is None  # non-zero ranks never log
 
 
+def test_offline_and_disabled_runs_send_no_analytics(wandb_env, monkeypatch):
+    """wandb's usage analytics (OpenTelemetry, to its servers) are switched off before any such run starts."""
+    proxy = pytest.importorskip("wandb.analytics.opentelemetry.opentelemetry_proxy")
+    monkeypatch.setattr(proxy, "_disabled", type(proxy._disabled)())  # a fresh, unset flag for this test
+    run = init_wandb({"a": 1}, wandb_env / "run", mode="disabled")
+    finish(run)
+    assert proxy._disabled.is_set()
+
+
 def test_wandb_mode_resolution(monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     assert resolve_wandb_mode("auto") == "offline"
