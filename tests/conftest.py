@@ -20,6 +20,15 @@ import pytest
 
 # A developer's own config folder must not change what the tests compose (lab.resources.searchpath).
 os.environ.pop("LAB_CONFIG_DIR", None)
+# Offline as the `lab` command is (lab.cli.offline): nothing a test runs may reach a hub.
+for _key, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "WANDB_MODE": "disabled",
+}.items():
+    os.environ.setdefault(_key, _value)
 
 
 def _postgres_bindir() -> Path | None:

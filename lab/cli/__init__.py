@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -30,9 +31,25 @@ def _register() -> None:
                 raise
 
 
+# lab never downloads weights or data (a base model is a local folder you declare): the Hugging Face
+# libraries are told so before they load, and answer from local files or fail instead of fetching.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+}
+
+
+def offline() -> None:
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: failures inside a command are one line (lab.cli.errors); so are usage errors here."""
     args = list(argv if argv is not None else sys.argv[1:])
+    offline()
     redact_log_records()
     _register()
     try:
