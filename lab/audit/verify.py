@@ -6,6 +6,7 @@ the audit passes only when all of them do.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from ..cards import CARD_FILES, CardError, card_sha256, load_card
 from ..cards.schema import TERMINATION_ORDER
 from ..cards.signing import verify_folder
 from ..checkpoint import WEIGHT_FILES, is_complete, missing_files
+from ..rights.clearance import CLEARANCE_COLUMNS
 from ..rights.consent import LedgerBroken, check_sources
 from ..rights.ledger import Ledger
 from ..rights.policy import Policy
@@ -191,7 +193,12 @@ def _consent_now(report: AuditReport, bundle, ledger: Ledger, at: datetime | Non
     inherited) still clear today under the policy the checkpoint was trained under?"""
     card = bundle.card
     head_seq, head_hash = card.snapshot.ledger_head_seq, card.snapshot.ledger_head_hash
-    then = ledger.verify(deep=False, anchor=(head_seq, head_hash))
+    # The clearance columns are read (SQLite and Arrow, off the GIL) while the chain is re-hashed (Python).
+    now = ledger.head()
+    with ThreadPoolExecutor(1, thread_name_prefix="lab-audit-frame") as pool:
+        reading = pool.submit(ledger.frame, upto_seq=now[0], columns=CLEARANCE_COLUMNS)
+        then = ledger.verify(deep=False, anchor=(head_seq, head_hash))
+        frame = (now, reading.result())
     report.add(
         "ledger_then",
         then.ok,
@@ -210,7 +217,7 @@ def _consent_now(report: AuditReport, bundle, ledger: Ledger, at: datetime | Non
     keys = ["recording_id", "isrc", "audio_sha256", "catalog"]  # each recording once, own or inherited
     sources = bundle.sources.select(keys).group_by(keys, use_threads=False).aggregate([])
     try:  # a ledger that lost the snapshot's head may still verify as a chain: ask it, it is the ledger now
-        answer = check_sources(sources, ledger, policy, at=at, verified=then if then.ok else None)
+        answer = check_sources(sources, ledger, policy, at=at, verified=then if then.ok else None, frame=frame)
     except LedgerBroken as exc:
         report.add("consent_now", False, f"not checked: {exc}")
         return

@@ -93,6 +93,7 @@ def check_sources(
     catalog: str | None = None,
     verified: VerifyReport | None = None,
     incremental: bool = False,
+    frame: tuple[tuple[int, str], pa.Table] | None = None,
 ) -> ConsentAnswer:
     """Would every source clear under `policy` at `at` (default: now, never the policy's pinned
     moment: a past date must not hide a revocation recorded since)?
@@ -100,12 +101,17 @@ def check_sources(
     `sources`: at least `recording_id` and `audio_sha256`, with `catalog` and `isrc` where known
     (`catalog` fills a missing catalog column). `verified`: the caller's own verification of
     the ledger a moment ago (the audit's `ledger_then`), so the chain is not read twice.
-    `incremental`: re-hash only the events since the last verified signed head (`lab train`)."""
+    `incremental`: re-hash only the events since the last verified signed head (`lab train`).
+    `frame`: (head, `Ledger.frame` up to that head) read by the caller while the chain was being
+    checked; used only when the verified chain reaches that head, and the answer is then as of it."""
     at = at or datetime.now(timezone.utc)
     head = verify_chain(ledger, verified, incremental=incremental)
     table = subjects(sources, catalog)
-    frame = ledger.frame(upto_seq=head[0], columns=CLEARANCE_COLUMNS)
-    decision = clear(table, frame, policy, at)
+    if frame is not None and frame[0][0] <= head[0]:
+        head, events = frame
+    else:
+        events = ledger.frame(upto_seq=head[0], columns=CLEARANCE_COLUMNS)
+    decision = clear(table, events, policy, at)
     verdicts = pa.table(
         {
             "recording_id": table["recording_id"],
