@@ -22,12 +22,14 @@ from __future__ import annotations
 import gc
 import hashlib
 import io
-import multiprocessing
+import os
 import re
 import sqlite3
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -438,6 +440,20 @@ def _scan_intact(db: str, lo: int, hi: int, anchors: dict[int, str]) -> dict[str
         return out
     finally:
         con.close()
+
+
+def _child_env() -> dict[str, str]:
+    """This process's environment, with the folder this `lab` was imported from first on the path."""
+    here = str(Path(__file__).resolve().parents[2])
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
+
+
+def _scan_main() -> None:
+    """The second process of `Ledger._verify_intact`: a job on stdin, `_scan_intact`'s answer on stdout."""
+    job = orjson.loads(sys.stdin.buffer.read())
+    out = _scan_intact(job["db"], job["lo"], job["hi"], {int(k): v for k, v in job["anchors"].items()})
+    out["seen"] = {str(k): v for k, v in out["seen"].items()}
+    sys.stdout.buffer.write(orjson.dumps(out))
 
 
 class Ledger:
@@ -1321,10 +1337,27 @@ class Ledger:
             return None
         wanted = dict(anchors) | ({int(anchor[0]): anchor[1]} if anchor is not None and anchor[0] > after else {})
         mid = after + (last - after) // 2
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            upper = pool.submit(_scan_intact, db, mid + 1, last, wanted)
-            lower = _scan_intact(db, after + 1, mid, wanted)
-            upper = upper.result()
+        # A plain child interpreter, not multiprocessing: spawn would re-run the caller's main script.
+        job = orjson.dumps({"db": db, "lo": mid + 1, "hi": last, "anchors": {str(k): v for k, v in wanted.items()}})
+        try:
+            child = subprocess.Popen(
+                [sys.executable, "-c", "from lab.rights.ledger import _scan_main; _scan_main()"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=_child_env(),
+            )
+        except OSError:
+            return None
+        child.stdin.write(job)
+        child.stdin.close()
+        lower = _scan_intact(db, after + 1, mid, wanted)
+        out = child.stdout.read()
+        if child.wait() != 0:
+            return None
+        upper = orjson.loads(out)
+        upper["first"], upper["last"] = (tuple(upper[k]) if upper[k] else None for k in ("first", "last"))
+        upper["seen"] = {int(k): v for k, v in upper["seen"].items()}
         halves = (lower, upper)
         if not all(h["ok"] and h["first"] and h["last"] for h in halves):
             return None
