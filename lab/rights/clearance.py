@@ -58,7 +58,6 @@ CLEARANCE_COLUMNS = (
     "effective_at",
     "recorded_at",
 )
-LEDGER_COLUMNS = CLEARANCE_COLUMNS  # former name
 SUBJECT_KEYS = {
     "recording_id": "subject_recording_id",
     "isrc": "subject_isrc",
