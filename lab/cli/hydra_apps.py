@@ -176,7 +176,9 @@ def print_train_summary(summary: dict, as_json: bool = False) -> None:
         ["last checkpoint", summary["last_checkpoint"] or "none written"],
         ["data card", summary["data_card"] or "none"],
     ]
-    table("training run", ["", ""], rows)
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:  # plain lines, not a table: paths must survive a narrow terminal whole
+        typer.echo(f"{key:<{width}}  {value}")
     if summary.get("audit"):
         typer.echo(f"audit it: {summary['audit']}")
 

@@ -123,4 +123,5 @@ def test_train_says_what_it_did(demo, tmp_path):
         timeout=600,
     )
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "step-000003" in again.stdout and "audit it: lab audit" in again.stdout and "2 → 3" in again.stdout
+    assert f"last checkpoint  {run / 'checkpoints' / 'step-000003'}\n" in again.stdout  # whole, not cut to a column
+    assert "audit it: lab audit" in again.stdout and "2 → 3" in again.stdout
