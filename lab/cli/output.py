@@ -26,7 +26,7 @@ def emit_json(obj: Any) -> None:
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     t = Table(title=escape(redact_text(title)))
     for c in columns:
-        t.add_column(c)
+        t.add_column(c, overflow="fold")  # ids and paths wrap whole, never cut to "…"
     for r in rows:
         t.add_row(*[escape(redact_text(str(v))) for v in r])
     console.print(t)
