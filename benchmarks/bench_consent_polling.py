@@ -95,17 +95,7 @@ def one_run(r: TrainRecipe, init: torch.nn.Module, out: Path, poll: float | None
     watch = None
     kw = dict(seed=int(r.cfg.seed))
     if poll is not None:
-        adm = Admission.from_snapshot(r.snapshot)
-        watch = ConsentWatch(
-            snapshot=r.snapshot,
-            ledger=r.ledger,
-            policy=r.policy,
-            admission=adm,
-            head=r.ledger.head(),
-            config=ConsentConfig(poll_seconds=poll),
-            dist=r.dist,
-            run_dir=out,
-        )
+        adm, watch = _watch(r, out, poll)
         hooks.append(watch)
         kw["admission"] = adm
 
@@ -149,11 +139,10 @@ def poll_cost(r: TrainRecipe, out: Path) -> tuple[float, float]:
     return statistics.median(idle), time.perf_counter() - t
 
 
-def per_step_cost(r: TrainRecipe, out: Path, poll: float, n: int = 2000) -> float:
-    """CPU seconds the consent machinery adds to one step, alone: the admission check of one batch's rows
-    (collation excluded: both modes collate) plus the watch's end-of-step hook at this poll interval."""
+def _watch(r: TrainRecipe, out: Path, poll: float) -> tuple[Admission, ConsentWatch]:
+    """The admission filter and the ledger watch, as the train recipe sets them up."""
     adm = Admission.from_snapshot(r.snapshot)
-    w = ConsentWatch(
+    watch = ConsentWatch(
         snapshot=r.snapshot,
         ledger=r.ledger,
         policy=r.policy,
@@ -163,6 +152,13 @@ def per_step_cost(r: TrainRecipe, out: Path, poll: float, n: int = 2000) -> floa
         dist=r.dist,
         run_dir=out,
     )
+    return adm, watch
+
+
+def per_step_cost(r: TrainRecipe, out: Path, poll: float, n: int = 2000) -> float:
+    """CPU seconds the consent machinery adds to one step, alone: the admission check of one batch's rows
+    (collation excluded: both modes collate) plus the watch's end-of-step hook at this poll interval."""
+    adm, w = _watch(r, out, poll)
     rows = [r.dataset[i] for i in range(int(r.cfg.trainer.batch_size))]
     t = time.process_time()
     for step in range(1, n + 1):
