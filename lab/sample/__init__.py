@@ -1,0 +1,1 @@
+"""Sampling for product teams: the consent gate, generation, content credentials, the replication gate."""
