@@ -28,7 +28,7 @@ def verify_output_cmd(
 ) -> None:
     """Check FILE's C2PA credential with the lab root as the only trust anchor; print what it claims."""
     from ..sample.ca import ensure_ca, root_fingerprint
-    from ..sample.credentials import CredentialError, verify_output
+    from ..sample.credentials import CLAIMS_SCHEMA, CredentialError, verify_output
     from ..settings import lab_home
 
     if root:
@@ -49,8 +49,10 @@ def verify_output_cmd(
         emit_json({"ok": check.state == "trusted", "file": str(file), **check.model_dump(mode="json")})
     else:
         typer.echo(f"{check.state}: {check.detail}")
-        if check.claims:
+        if check.claims and check.claims.get("schema") == CLAIMS_SCHEMA:
             _print_claims(check.claims, trusted=check.state == "trusted")
+        elif check.claims:
+            typer.echo("its lab claims are in a shape this lab does not know (--json shows them)")
     raise typer.Exit(0 if check.state == "trusted" else 1)
 
 

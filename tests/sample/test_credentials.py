@@ -145,6 +145,16 @@ def test_one_changed_sample_byte_reads_tampered(signed):
     assert "dataHash" in check.detail
 
 
+def test_an_edited_claim_reads_tampered(signed):
+    home, dst, _, _ = signed
+    data = dst.read_bytes()
+    assert data.count(b"calm piano") == 1
+    dst.write_bytes(data.replace(b"calm piano", b"loud piano"))
+    check = cred.verify_output(dst, home=home)
+    assert check.state == "tampered", check.detail
+    assert cred.LAB_ASSERTION in check.detail
+
+
 def test_stripped_c2pa_chunk_reads_missing(signed):
     home, dst, _, _ = signed
     data = dst.read_bytes()
