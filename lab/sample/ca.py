@@ -15,7 +15,6 @@ call untrusted, as it should.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import stat
 from dataclasses import dataclass
@@ -160,16 +159,6 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def _serial(key: ec.EllipticCurvePrivateKey, now: dt.datetime) -> int:
-    # Random serials are the norm; this one is also unique per key and issue time, and stays positive.
-    digest = hashlib.sha256(_spki(key) + now.isoformat().encode() + os.urandom(8)).digest()
-    return int.from_bytes(digest[:16], "big") >> 1
-
-
-def _spki(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
 def _builder(key, subject: x509.Name, issuer_name: x509.Name, issuer_key, now: dt.datetime, days: int):
     start = now - dt.timedelta(minutes=5)  # a little slack for clocks that disagree
     builder = (
@@ -177,7 +166,7 @@ def _builder(key, subject: x509.Name, issuer_name: x509.Name, issuer_key, now: d
         .subject_name(subject)
         .issuer_name(issuer_name)
         .public_key(key.public_key())
-        .serial_number(_serial(key, now))
+        .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(start + dt.timedelta(days=days))
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
