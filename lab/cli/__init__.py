@@ -23,7 +23,7 @@ def _options(
 def _register() -> None:
     from . import catalog, rights  # noqa: F401  (each module adds itself to `app`)
 
-    for name in ("hydra_apps", "demo", "audit", "card", "registry", "impact", "licences", "outputs_verify"):
+    for name in ("hydra_apps", "demo", "audit", "card", "registry", "impact", "licences", "outputs_verify", "serve"):
         try:
             __import__(f"{__name__}.{name}")
         except ModuleNotFoundError as exc:  # a command not built yet

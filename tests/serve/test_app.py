@@ -1,0 +1,207 @@
+"""`lab serve` through FastAPI's TestClient: every route, on a world built without training."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from html import unescape
+
+import pytest
+from fastapi.testclient import TestClient
+from serve_helpers import SECONDS, SECRET, build_world
+
+from lab.rights.records import RevokeEvent
+from lab.serve import create_app
+from lab.util.timestamps import utcnow
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return build_world(tmp_path_factory.mktemp("serve"))
+
+
+@pytest.fixture(scope="module")
+def client(world):
+    return TestClient(create_app(world.settings()))
+
+
+def section(html: str, element_id: str, end: str = "</table>") -> str:
+    """The markup from the element with this id to the next `end`."""
+    start = html.index(f'id="{element_id}"')
+    return html[start : html.index(end, start)]
+
+
+def rows(table: str) -> list[str]:
+    """Each data row's text, tags stripped."""
+    return [unescape(re.sub(r"<[^>]+>", " ", r)) for r in table.split("<tr>")[2:]]
+
+
+def test_checkpoints_page_lists_every_checkpoint_with_its_lineage(client, world):
+    page = client.get("/")
+    assert page.status_code == 200
+    table = rows(section(page.text, "checkpoints"))
+    assert [r.split()[0] for r in table] == [world.parent_id, world.child_id]
+    assert "complete" in table[0] and "not audited" in table[0]
+    tree = section(page.text, "lineage", "</main>")
+    # the fine-tune nests under its parent
+    assert tree.index(world.parent_id) < tree.index("<ul>") < tree.index(world.child_id)
+
+
+def test_card_page_shows_card_audit_exposure_licences_and_signature(client, world):
+    page = client.get(f"/checkpoints/{world.child_id}")
+    assert page.status_code == 200
+    html = page.text
+    assert 'id="status">ok<' in html
+    assert "finetune from" in section(html, "identity", "</section>") and world.parent_id in html
+    signature = unescape(section(html, "signature", "</section>"))
+    assert "pass" in signature and "files signed by" in signature and "FAIL" not in signature
+    consent = section(html, "consent", "</section>")
+    assert "every source still clears" in consent and "#" in consent
+    assert "Apache-2.0 AND CC-BY-4.0" in section(html, "licences", "</section>")
+    chart = section(html, "exposure", "</svg>")
+    own = len(re.findall(r'<rect class="own"', chart))
+    inherited = len(re.findall(r'<rect class="inherited"', chart))
+    assert (own, inherited) == (1, len(SECONDS))
+    listed = [r.split()[0] for r in rows(section(html, "sources"))]
+    assert listed == ["demo-0001", "demo-0002", "demo-0006", "demo-0005"]  # by seconds, largest first
+
+
+def test_sources_table_searches_and_sorts(client, world):
+    url = f"/checkpoints/{world.parent_id}"
+    found = rows(section(client.get(url, params={"q": "DEMO-0002"}).text, "sources"))
+    assert [r.split()[0] for r in found] == ["demo-0002"]
+    by_id = rows(section(client.get(url, params={"sort": "id", "order": "asc"}).text, "sources"))
+    assert [r.split()[0] for r in by_id] == sorted(SECONDS)
+    fewest = rows(section(client.get(url, params={"sort": "seconds", "order": "asc", "limit": 2}).text, "sources"))
+    assert [r.split()[0] for r in fewest] == sorted(SECONDS, key=SECONDS.get)[:2]
+    assert "0 of 0 matching" in client.get(url, params={"q": "no such thing"}).text
+
+
+def test_audit_page_is_the_html_audit_report(client, world):
+    page = client.get(f"/checkpoints/{world.parent_id}/audit")
+    assert page.status_code == 200
+    for check in ("signature", "data_card", "lineage", "consent_now", "ledger_then"):
+        assert f"<td>{check}</td>" in page.text
+    assert 'class="badge s-ok">ok</span>' in page.text
+
+
+def test_unknown_checkpoint_is_404(client):
+    for url in ("/checkpoints/no-such-step-000001", "/checkpoints/no-such-step-000001/audit"):
+        page = client.get(url)
+        assert page.status_code == 404 and "no registered checkpoint no-such-step-000001" in page.text
+
+
+def test_impact_of_a_grant_and_a_recording(client, world):
+    empty = client.get("/impact")
+    assert empty.status_code == 200 and 'id="impact-form"' in empty.text and "impact-summary" not in empty.text
+    grant = client.get("/impact", params={"q": "G-0006"})
+    touched = rows(section(grant.text, "impact-checkpoints"))
+    assert [r.split()[0] for r in touched] == [world.parent_id, world.child_id]
+    assert all("retrain" in r for r in touched)
+    own = rows(section(client.get("/impact", params={"q": "demo-0005"}).text, "impact-checkpoints"))
+    assert [r.split()[0] for r in own] == [world.child_id]
+    assert "No registered checkpoint is touched" in client.get("/impact", params={"q": "G-9999"}).text
+
+
+def test_a_revocation_shows_on_the_card_and_in_impact(world, tmp_path):
+    ledger = world.demo.ledger_copy(tmp_path / "ledger")
+    ledger.append(RevokeEvent(grant_id="G-0006", reason="artist withdrew", effective_at=utcnow(), issuer="test"))
+    ledger.close()
+    client = TestClient(create_app(world.settings(ledger_url=f"sqlite:///{tmp_path / 'ledger' / 'ledger.sqlite'}")))
+    html = client.get(f"/checkpoints/{world.parent_id}").text
+    assert 'id="status">retrain<' in html
+    consent = unescape(section(html, "consent", "</section>"))
+    assert "FAIL" in consent and "demo-0006" in consent and "G-0006" in consent
+    impact = client.get("/impact", params={"q": "G-0006"}).text
+    assert "artist withdrew" in impact and "revoke" in impact
+
+
+def test_a_tampered_checkpoint_fails_its_signature(world, tmp_path):
+    from lab.registry import Registry
+
+    folder = tmp_path / "copy" / "step-000010"
+    shutil.copytree(world.parent, folder)
+    with (folder / "config.json").open("a") as f:
+        f.write(" ")
+    url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    with Registry(url) as registry:
+        registry.register(folder)
+    client = TestClient(create_app(world.settings(registry_url=url)))
+    html = client.get(f"/checkpoints/{world.parent_id}").text
+    assert "badge s-fail" in html
+    assert "FAIL" in section(html, "signature", "</section>")
+
+
+def test_no_secret_reaches_any_page(world):
+    ledger = f"postgresql://lab:{SECRET}@127.0.0.1:1/ledger"
+    registry = f"postgresql://lab:{SECRET}@127.0.0.1:1/registry"
+    pages = []
+    for settings in (world.settings(ledger_url=ledger), world.settings(ledger_url=ledger, registry_url=registry)):
+        client = TestClient(create_app(settings))
+        for url in (
+            "/",
+            f"/checkpoints/{world.parent_id}",
+            f"/checkpoints/{world.parent_id}/audit",
+            "/impact?q=G-0006",
+            "/sample",
+            "/royalties",
+            "/checkpoints/nope",
+        ):
+            page = client.get(url)
+            assert SECRET not in page.text, url
+            pages.append(page)
+        post = client.post(
+            "/sample", data={"checkpoint": world.parent_id, "prompt": "x", "uses": "ai_inference", "territory": "GB"}
+        )
+        assert SECRET not in post.text
+    assert any(p.status_code == 503 for p in pages)  # the database could not be reached, and the page said so
+    assert all("postgresql://lab:***@127.0.0.1:1/ledger" in p.text for p in pages)
+
+
+def test_sample_form_lists_checkpoints_and_uses(client, world):
+    page = client.get("/sample", params={"checkpoint": world.child_id})
+    assert page.status_code == 200
+    assert f'<option value="{world.child_id}" selected>' in page.text
+    for use in ("ai_inference", "commercial_output", "eval_only"):
+        assert f'value="{use}"' in page.text
+    missing = client.post(
+        "/sample", data={"checkpoint": "nope", "prompt": "x", "uses": "ai_inference", "territory": "GB"}
+    )
+    assert missing.status_code == 404
+
+
+def test_royalties_page(client):
+    page = client.get("/royalties")
+    assert page.status_code == 200 and "Royalty statements" in page.text
+
+
+def test_read_only_and_offline(client, world):
+    for url in ("/", f"/checkpoints/{world.parent_id}", "/impact", "/royalties"):
+        assert client.post(url).status_code == 405
+    html = client.get(f"/checkpoints/{world.parent_id}").text
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # no asset from another host
+    assert client.get("/static/style.css").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("args", "host", "warned"), [([], "127.0.0.1", False), (["--host", "0.0.0.0"], "0.0.0.0", True)]
+)
+def test_cli_binds_to_localhost_by_default(world, monkeypatch, args, host, warned):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from lab.cli import _register, app
+
+    env = world.demo.env
+    monkeypatch.setenv("LAB_HOME", str(env.home))
+    monkeypatch.setenv("LAB_REGISTRY_URL", world.registry_url)
+    monkeypatch.setenv("LAB_LEDGER_URL", env.ledger_url)
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda application, **kw: seen.update(kw, app=application))
+    _register()
+    result = CliRunner().invoke(app, ["serve", *args, "--port", "8765"])
+    assert result.exit_code == 0, result.output
+    assert (seen["host"], seen["port"]) == (host, 8765)
+    assert ("warning: serving on" in result.output) is warned
+    page = TestClient(seen["app"]).get("/")  # the app reads the lab the environment names
+    assert world.parent_id in page.text
