@@ -91,7 +91,9 @@ def test_click_through_checkpoints_card_impact_sample(served, shared_run, tmp_pa
             expect(page.locator("#signature")).to_contain_text("files signed by")
             expect(page.locator("#sources tr")).to_have_count(1 + min(bundle.card.sources.rows, 50))
             expect(page.locator("#exposure text").first).to_have_text(top["recording_id"])
-            page.screenshot(path=shots / "card.png")
+            page.screenshot(
+                path=shots / "card.png", full_page=True, clip={"x": 0, "y": 0, "width": 1280, "height": 1700}
+            )
             page.locator("#source-search input[name=q]").fill(top["recording_id"])
             page.locator("#source-search input[name=q]").press("Enter")
             expect(page.locator("#sources tr")).to_have_count(2)
