@@ -76,3 +76,5 @@ INDEXES = [
         postgresql_where=sources.c.isrc.isnot(None),
     ),  # most rows have none; `isrc = ?` still uses it
 ]
+
+from . import royalty_schema  # noqa: E402,F401  (royalty tables on the same metadata: create_all makes them)
