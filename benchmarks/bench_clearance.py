@@ -164,7 +164,7 @@ def _grant(gid: str, subject: dict, k: int, **over) -> dict:
         "valid_until": "2028-01-01T00:00:00Z",
         "licence": LICENCES[(k // 3) % len(LICENCES)],
         "attribution": f"track {k}",
-        "compensation": {"model": "per_second_trained", "rate": 0.001, "currency": "EUR"},
+        "compensation": [{"right": "master", "model": "per_second_trained", "rate": "0.001", "currency": "EUR"}],
     }
     w = (k // 11) % 40
     if w == 0:

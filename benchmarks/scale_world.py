@@ -127,7 +127,9 @@ def _template() -> dict:
                 "valid_until": "2029-01-01T00:00:00Z",
                 "licence": "CC-BY-4.0",
                 "attribution": "scale",
-                "compensation": {"model": "per_second_trained", "rate": 0.001, "currency": "EUR"},
+                "compensation": [
+                    {"right": "master", "model": "per_second_trained", "rate": "0.001", "currency": "EUR"}
+                ],
             },
         }
     ).model_dump(mode="json")

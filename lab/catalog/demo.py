@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from stdnum.iso7064 import mod_11_2, mod_37_36
 
 from ..util.atomic import write_text
 from ..util.canonical import sha256_file
@@ -40,6 +41,41 @@ ARTISTS = [
 ]
 LABELS = ["Northwind Records", "Fieldnote Music", "Tidewater Audio"]
 PUBLISHERS = ["Open Stave Publishing", "Cedar Lane Songs"]
+# Each label and publisher deals in its own currency (ISO 4217).
+CURRENCY = {
+    "Northwind Records": "GBP",
+    "Fieldnote Music": "EUR",
+    "Tidewater Audio": "USD",
+    "Open Stave Publishing": "EUR",
+    "Cedar Lane Songs": "USD",
+}
+
+
+# Made-up party ids of the right shape, check characters computed (python-stdnum): labels carry a DDEX
+# party id, performers an ISNI, composers and publishers an IPI name number (11 digits).
+def _dpid(k: int) -> str:
+    body = f"PADPIDA20260{k + 1:05d}"
+    return f"DPID:{body}{mod_37_36.calc_check_digit(body)}"
+
+
+def _isni(k: int) -> str:
+    body = f"00000004{k + 1:07d}"
+    return f"ISNI:{body}{mod_11_2.calc_check_digit(body)}"
+
+
+def _ipi(k: int) -> str:
+    return f"IPI:{700_000_000 + 7919 * (k + 1):011d}"
+
+
+PARTY_IDS = (
+    {name: _dpid(k) for k, name in enumerate(LABELS)}
+    | {name: _ipi(100 + k) for k, name in enumerate(PUBLISHERS)}
+    | {("performer", name): _isni(k) for k, name in enumerate(ARTISTS)}
+    | {("composer", name): _ipi(k) for k, name in enumerate(ARTISTS)}
+)
+# Splits per right (percent, decimal strings), cycled through the recordings.
+MASTER_SPLITS = [("62.5", "37.5"), ("70", "30"), ("80", "20"), ("75", "25")]
+COMPOSITION_SPLITS = [("50", "50"), ("40", "60"), ("33.333333", "66.666667")]
 
 # Case per recording index; the rest are plain opt-ins. Every exclusion reason appears.
 CASES = {
@@ -150,6 +186,54 @@ def _iso(t: datetime) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
 
+def _parties(i: int, label: str, publisher: str, artist: str) -> list[dict]:
+    m_label, m_artist = MASTER_SPLITS[i % len(MASTER_SPLITS)]
+    c_pub, c_artist = COMPOSITION_SPLITS[i % len(COMPOSITION_SPLITS)]
+    return [
+        {"name": label, "role": "master_owner", "right": "master", "share": m_label, "party_id": PARTY_IDS[label]},
+        {
+            "name": artist,
+            "role": "performer",
+            "right": "master",
+            "share": m_artist,
+            "party_id": PARTY_IDS[("performer", artist)],
+        },
+        {
+            "name": publisher,
+            "role": "publisher",
+            "right": "composition",
+            "share": c_pub,
+            "party_id": PARTY_IDS[publisher],
+        },
+        {
+            "name": artist,
+            "role": "composer",
+            "right": "composition",
+            "share": c_artist,
+            "party_id": PARTY_IDS[("composer", artist)],
+        },
+    ]
+
+
+def _compensation(i: int, label: str, publisher: str) -> list[dict]:
+    """The mix: most masters paid per second trained and compositions a monthly flat fee; every sixth
+    grant a revenue share on both rights; every ninth master and composition unpaid (`none`)."""
+    m_cur, c_cur = CURRENCY[label], CURRENCY[publisher]
+    if i % 9 == 8:
+        return [{"right": "master", "model": "none"}, {"right": "composition", "model": "none"}]
+    if i % 6 == 5:
+        return [
+            {"right": "master", "model": "revenue_share", "share": "12.5", "currency": m_cur},
+            {"right": "composition", "model": "revenue_share", "share": "7.25", "currency": c_cur},
+        ]
+    rate = ("0.0020", "0.0035", "0.0015")[i % 3]
+    pool = ("150.00", "90.00")[i % 2]
+    return [
+        {"right": "master", "model": "per_second_trained", "rate": rate, "currency": m_cur},
+        {"right": "composition", "model": "flat_fee", "pool": pool, "currency": c_cur},
+    ]
+
+
 def _grant(i: int, m: dict, now: datetime, sha: str | None, **over) -> dict:
     artist = m["artists"][0]
     label, publisher = m["rights_holders"][0], m["rights_holders"][1]
@@ -161,12 +245,7 @@ def _grant(i: int, m: dict, now: datetime, sha: str | None, **over) -> dict:
         "subject": {"recording_id": m["recording_id"], "catalog": CATALOG, "isrc": m["isrc"]}
         | ({"audio_sha256": sha} if sha else {}),
         "status": "opted_in",
-        "parties": [
-            {"name": label, "role": "master_owner", "right": "master", "share": 70},
-            {"name": artist, "role": "performer", "right": "master", "share": 30},
-            {"name": publisher, "role": "publisher", "right": "composition", "share": 50},
-            {"name": artist, "role": "composer", "right": "composition", "share": 50},
-        ],
+        "parties": _parties(i, label, publisher, artist),
         "purposes": ALL_USES,
         "territories": ["WW"],
         "valid_from": _iso(now - timedelta(days=180)),
@@ -174,7 +253,7 @@ def _grant(i: int, m: dict, now: datetime, sha: str | None, **over) -> dict:
         "on_termination": "retrain" if i % 3 == 0 else "retain",
         "licence": "CC-BY-4.0",
         "attribution": f'"{m["title"]}" by {artist} ({label}), used with permission for AI training',
-        "compensation": {"model": "per_second_trained", "rate": 0.002, "currency": "EUR"},
+        "compensation": _compensation(i, label, publisher),
         "evidence": f"demo://consent-forms/{m['recording_id']}.pdf",
     }
     g.update(over)
@@ -202,6 +281,7 @@ def _ledger_events(folder: Path, meta: list[dict], now: datetime) -> list[dict]:
                         purposes=[],
                         territories=[],
                         parties=[],
+                        compensation=[],
                         attribution="",
                         evidence=f"demo://opt-outs/{m['recording_id']}.pdf",
                     ),

@@ -12,6 +12,7 @@ import re
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
 
@@ -137,10 +138,10 @@ def _party(spec: str, as_json: bool) -> dict:
         )
     name, role, right, share = parts
     try:
-        share_f = float(share)
-    except ValueError:
+        Decimal(share)
+    except InvalidOperation:
         _fail(f"--party {spec!r}: share {share!r} is not a number", as_json, 2)
-    return {"name": name, "role": role, "right": right, "share": share_f}
+    return {"name": name, "role": role, "right": right, "share": share}  # decimal text: records.Share checks it
 
 
 @rights_app.command("grant")

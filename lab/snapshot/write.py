@@ -133,15 +133,32 @@ class GrantTerms:
         self._prefetch.close()
 
 
-_COMPENSATION = pa.struct(
-    [("currency", pa.string()), ("model", pa.string()), ("notes", pa.string()), ("rate", pa.float64())]
-)  # lab.rights.records.Compensation (strict: no other keys)
-_TERMS = [f for f in fmt.GRANTS_SCHEMA if f.name not in ("seq", "compensation", "valid_until")] + [
-    pa.field("compensation", _COMPENSATION),
+# How a stored payload holds the terms (lab.rights.records: Party, Compensation; strict, no other keys):
+# shares and amounts are decimal strings. Payloads stored before that (one compensation object, float
+# rate and shares) do not fit this schema: Arrow refuses the batch and `_python_terms` copies it as stored.
+_PARTY_JSON = pa.struct([f.with_type(pa.string()) if f.name == "share" else f for f in fmt.PARTY])
+_COMPENSATION_ENTRY = pa.struct(
+    [(k, pa.string()) for k in ("currency", "model", "notes", "pool", "rate", "right", "share")]
+)
+_ENTRY_REQUIRED = ("model", "notes", "right")
+_PARTIES_TYPE = fmt.GRANTS_SCHEMA.field("parties").type
+_TERMS = [f for f in fmt.GRANTS_SCHEMA if f.name not in ("seq", "compensation", "valid_until", "parties")] + [
+    pa.field("parties", pa.list_(_PARTY_JSON)),
+    pa.field("compensation", pa.list_(_COMPENSATION_ENTRY)),
     pa.field("valid_until", pa.string()),
 ]
 _PAYLOAD_JSON = pa.schema([("grant", pa.struct([f.with_nullable(True) for f in _TERMS]))])
-_REQUIRED = [f.name for f in _TERMS if not f.nullable]
+_REQUIRED = [f.name for f in _TERMS if not f.nullable] + ["parties", "compensation"]
+
+
+def _compensation_text(comp: pa.Array) -> pa.Array | None:
+    """Canonical JSON of each row's list of terms (== canonical_json of the stored list), or None when an
+    entry lacks a key every entry has."""
+    entries, offsets, _ = jc.list_offsets(comp)
+    if entries.null_count or any(entries.field(k).null_count for k in _ENTRY_REQUIRED):
+        return None
+    text = jc.json_object({k: jc.json_str(entries.field(k)) for k in _COMPENSATION_ENTRY.names})
+    return jc.json_list(text, offsets)
 
 
 def _arrow_terms(batch: Sequence[tuple[int, Any]]) -> pa.Table | None:
@@ -162,16 +179,16 @@ def _arrow_terms(batch: Sequence[tuple[int, Any]]) -> pa.Table | None:
         return None
     seqs = batch.seqs if hasattr(batch, "seqs") else [s for s, _ in batch]
     g = plain(t["grant"])
-    if t.num_rows != len(seqs) or g.null_count or any(g.field(f).null_count for f in _REQUIRED + ["compensation"]):
+    if t.num_rows != len(seqs) or g.null_count or any(g.field(f).null_count for f in _REQUIRED):
         return None  # not whole payloads of grant versions: the per-grant path says what is wrong
-    comp = g.field("compensation")
-    if any(comp.field(k).null_count for k in _COMPENSATION.names):
+    text = _compensation_text(g.field("compensation"))
+    if text is None:
         return None
-    text = jc.json_object(
-        {k: (jc.json_each_distinct if k == "rate" else jc.json_str)(comp.field(k)) for k in _COMPENSATION.names}
-    )  # == canonical_json of the dict
+    # A decimal share as the snapshot's float64: at most 9 significant digits (records.Share), so
+    # the float's shortest text is the decimal itself.
     cols = {f.name: g.field(f.name) for f in _TERMS} | {
         "seq": pa.array(seqs, pa.int64()),
+        "parties": g.field("parties").cast(_PARTIES_TYPE),
         "compensation": text,
         "valid_until": g.field("valid_until").cast(fmt.GRANTS_SCHEMA.field("valid_until").type),
     }
@@ -238,11 +255,21 @@ def _grants_table(ids: pa.Array, seqs: np.ndarray, batches: Iterable[pa.Table]) 
     return table.combine_chunks()
 
 
+def _float_shares(parties: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Parties with each share (a decimal string, or a number stored before decimals) as the float64
+    grants.parquet holds: exact for a share of at most 9 significant digits (records.Share)."""
+    if all(isinstance(p.get("share"), (int, float)) for p in parties):
+        return parties
+    return [p | {"share": float(p["share"])} if isinstance(p.get("share"), str) else p for p in parties]
+
+
 def _grant_columns(cols: dict[str, list]) -> pa.Table:
     """grants.parquet from column lists (valid_until as RFC 3339 text or datetimes)."""
     arrays = []
     for field in fmt.GRANTS_SCHEMA:
         values = cols[field.name]
+        if field.name == "parties":
+            values = [_float_shares(ps) if ps else ps for ps in values]
         if field.name == "valid_until" and any(isinstance(v, str) for v in values):
             arrays.append(pa.array(values, pa.string()).cast(field.type))
         else:

@@ -251,7 +251,7 @@ def test_a_written_snapshot_loads(world):
     }
     g = snap.grants.to_pylist()[0]
     assert g["grant_id"] == "G-r1" and g["parties"][0]["share"] == 60 and g["valid_until"].year == 2027
-    assert orjson.loads(g["compensation"])["model"] == "none"
+    assert orjson.loads(g["compensation"]) == []
     assert snap.ledger == res.doc["ledger"] and snap.policy["digest"] and snap.catalog["name"] == CATALOG
     shallow = load_snapshot(res.snapshot_path / "snapshot.json", deep=False)
     assert shallow.excluded.num_rows == 3
@@ -476,8 +476,14 @@ def test_tricky_text_and_numbers_match_the_reference_definition(world, tmp_path)
     )
     save_catalog(Catalog(name=CATALOG, root=tmp_path / "audio", items=ITEMS + items), home)
     parties = [
-        {"name": TRICKY[1], "role": "master_owner", "right": "master", "share": 33.3},
-        {"name": TRICKY[2], "role": "performer", "right": "master", "share": 66.7, "party_id": TRICKY[0]},
+        {"name": TRICKY[1], "role": "master_owner", "right": "master", "share": "33.3"},
+        {
+            "name": TRICKY[2],
+            "role": "performer",
+            "right": "master",
+            "share": "66.7",
+            "party_id": "ISNI:0000000121032683",
+        },
     ]
     ledger.append_many(
         [
@@ -486,7 +492,9 @@ def test_tricky_text_and_numbers_match_the_reference_definition(world, tmp_path)
                 subject={"recording_id": f"t{i}", "catalog": CATALOG},
                 attribution=TRICKY[i],
                 parties=parties,
-                compensation={"model": "flat_fee", "rate": 1e-7, "notes": TRICKY[i]},
+                compensation=[
+                    {"right": "master", "model": "flat_fee", "pool": "0.0000001", "currency": "EUR", "notes": TRICKY[i]}
+                ],
                 valid_until="2027-01-01T00:00:00.250000Z",
             )
             for i in range(len(TRICKY))
@@ -509,7 +517,8 @@ def test_tricky_text_and_numbers_match_the_reference_definition(world, tmp_path)
     t2 = snap.grants.filter(pc.equal(snap.grants["grant_id"], "G-t2")).to_pylist()[0]
     assert t2["attribution"] == TRICKY[2].strip() and t2["valid_until"].microsecond == 250000
     stored = next(e for e in ledger.events() if e.grant_id == "G-t2").event.grant.compensation
-    assert t2["compensation"] == canonical_json(stored.model_dump(mode="json")).decode()
+    assert t2["compensation"] == canonical_json([c.model_dump(mode="json") for c in stored]).decode()
+    assert '"pool":"0.0000001"' in t2["compensation"] and snap.grants["parties"][0][0]["share"].as_py() in (33.3, 60)
 
 
 def test_terms_missing_from_the_ledger_are_refused(world, tmp_path):
