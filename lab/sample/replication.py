@@ -293,20 +293,24 @@ class ReplicationIndex:
         """The index over ``snapshot``'s code cache (under ``home/cache/codes``) and its audio, built
         once and cached under ``home/cache/replication``. The cache is picked by ``codec_digest`` and
         ``segment_seconds`` when given; several matching caches without a digest is an error."""
-        from ..data.codes import load_code_cache, read_cache_json
+        from ..data.codes import CodeCacheError, load_code_cache, read_cache_json
 
         s = settings or load_settings()
         home = Path(home)
         cache = _pick_code_cache(snapshot, home / "cache" / "codes", codec_digest, segment_seconds)
         info = read_cache_json(cache)
-        fpcalc = fp.fpcalc_path()
+        try:
+            fpcalc = fp.fpcalc_path()
+            version = fp.fpcalc_version(fpcalc)
+        except fp.FingerprintUnavailable as exc:
+            raise ReplicationUnavailable(str(exc)) from None
         identity = {
             "snapshot_id": snapshot.snapshot_id,
             "merkle_root": snapshot.merkle_root,
             "code_cache": cache.name,
             "code_cache_sha256": info["info_sha256"],
             "codec_digest": info["codec_digest"],
-            "fpcalc": fp.fpcalc_version(fpcalc),
+            "fpcalc": version,
         }
         key = f"{snapshot.snapshot_id}-{info['info_sha256'][:16]}-{json_digest(identity | s.index_params())[:12]}"
         final = home / "cache" / "replication" / key
@@ -321,7 +325,10 @@ class ReplicationIndex:
             raise ReplicationUnavailable(f"code cache {cache.name}: {exc}") from None
         codes = codes_by_recording(ds, int(info["num_codebooks"]), int(info["frames_per_segment"]))
         root = Path(audio_root) if audio_root is not None else Path(snapshot.catalog["root"])
-        prints = snapshot_fingerprints(snapshot, root, fpcalc=fpcalc)
+        try:
+            prints = snapshot_fingerprints(snapshot, root, fpcalc=fpcalc)
+        except (fp.FingerprintUnavailable, CodeCacheError) as exc:  # e.g. audio changed since clearance
+            raise ReplicationUnavailable(f"training audio of snapshot {snapshot.snapshot_id}: {exc}") from None
         index = cls.build(codes, prints, codebook_size=int(info["codebook_size"]), settings=s, identity=identity)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
