@@ -23,7 +23,8 @@ def _options(
 def _register() -> None:
     from . import catalog, rights  # noqa: F401  (each module adds itself to `app`)
 
-    for name in ("hydra_apps", "demo", "audit", "card", "registry", "impact", "licences", "outputs_verify", "serve"):
+    names = ("hydra_apps", "demo", "audit", "card", "registry", "impact", "licences", "outputs_verify", "outputs")
+    for name in (*names, "serve"):
         try:
             __import__(f"{__name__}.{name}")
         except ModuleNotFoundError as exc:  # a command not built yet

@@ -42,7 +42,7 @@ def open_registry(url: str | None, as_json: bool):
 
 @registry_app.command("rebuild")
 def rebuild_cmd(
-    paths: Annotated[list[Path], typer.Argument(help="folders to search for checkpoints (runs, checkpoints dirs)")],
+    paths: Annotated[list[Path], typer.Argument(help="folders holding checkpoints and output records")],
     public_key: Annotated[Optional[Path], typer.Option(help="PEM public key; default: this lab's key")] = None,
     registry: RegistryOpt = None,
     json_: JsonOpt = False,
@@ -61,7 +61,10 @@ def rebuild_cmd(
     if json_:
         emit_json({"ok": True, **report.to_dict()})
         return
-    typer.echo(f"registered {len(report.registered)} checkpoint(s), {report.source_rows} source row(s)")
+    typer.echo(
+        f"registered {len(report.registered)} checkpoint(s), {report.source_rows} source row(s), "
+        f"{len(report.outputs)} output record(s)"
+    )
     if report.skipped:
         table("skipped", ["folder", "reason"], [list(s) for s in report.skipped])
 

@@ -1,4 +1,4 @@
-"""Registry tables (SQLAlchemy Core): checkpoints, their per-grant source rows, last audits.
+"""Registry tables (SQLAlchemy Core): checkpoints, their per-grant source rows, last audits, sampling outputs.
 
 `registry_sources` has one row per (checkpoint, recording, seen_by, grant): a revocation names a
 grant, so the grant is what the impact query looks up; `seconds_seen` repeats per grant of a row.
@@ -60,6 +60,33 @@ audits = Table(
     Column("summary", Text, nullable=False),  # JSON: passed/failed counts and the failing checks
 )
 
+# One row per sampling attempt (lab.sample.records.OutputRecord): released, withheld or refused. `record`
+# holds the whole record as JSON; the other columns are what `lab outputs list` and impact query.
+outputs = Table(
+    "registry_outputs",
+    metadata,
+    Column("record_id", Text, primary_key=True),
+    Column("kind", Text, nullable=False),  # released | withheld | refused
+    Column("created_at", Text, nullable=False),
+    Column("checkpoint_id", Text, nullable=False),
+    Column("prompt", Text, nullable=False),
+    Column("uses", Text, nullable=False),  # JSON list of purposes
+    Column("territory", Text, nullable=False),
+    Column("allowed", Boolean, nullable=False),  # the gate's decision
+    Column("refusals", Text, nullable=False),  # JSON list of {check, reason, detail, recording_id, grant_id}
+    Column("token_score", Float),
+    Column("audio_score", Float),
+    Column("nearest_recording", Text),
+    Column("ledger_head_seq", Integer),
+    Column("ledger_head_hash", Text),
+    Column("path", Text),
+    Column("audio_sha256", Text),
+    Column("sidecar", Text),
+    Column("credential", Text),
+    Column("record", Text, nullable=False),  # the OutputRecord, JSON
+    Column("recorded_at", Text, nullable=False),
+)
+
 CHECKPOINT_COLUMNS = tuple(c.name for c in checkpoints.columns)
 SOURCE_COLUMNS = tuple(c.name for c in sources.columns)
 
@@ -69,6 +96,7 @@ INDEXES = [
     Index("ix_registry_sources_grant_id", sources.c.grant_id),
     Index("ix_registry_sources_recording_id", sources.c.recording_id),
     Index("ix_registry_sources_audio_sha256", sources.c.audio_sha256),
+    Index("ix_registry_outputs_checkpoint_id", outputs.c.checkpoint_id),
     Index(
         "ix_registry_sources_isrc",
         sources.c.isrc,

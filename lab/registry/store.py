@@ -17,10 +17,11 @@ from sqlalchemy import Engine, create_engine, delete, event, inspect, select
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.pool import StaticPool
 
+from lab.sample.records import OutputRecord
 from lab.util.timestamps import to_ts, utcnow
 
 from .entry import CheckpointEntry, describe
-from .schema import CHECKPOINT_COLUMNS, INDEXES, SOURCE_COLUMNS, audits, checkpoints, metadata, sources
+from .schema import CHECKPOINT_COLUMNS, INDEXES, SOURCE_COLUMNS, audits, checkpoints, metadata, outputs, sources
 
 _CHUNK = 500  # ids per IN (...) clause
 _SOURCE_TYPES = {"seconds_seen": pa.float64()}
@@ -191,7 +192,58 @@ class Registry:
             conn.execute(delete(audits).where(audits.c.checkpoint_id == checkpoint_id))
             conn.execute(audits.insert(), [row])
 
+    def record_output(self, record: OutputRecord) -> None:
+        """Keep one sampling attempt (released, withheld or refused); recording it again replaces the row."""
+        self._ensure()
+        row = output_row(record)
+        with self.engine.begin() as conn:
+            conn.execute(delete(outputs).where(outputs.c.record_id == row["record_id"]))
+            conn.execute(outputs.insert(), [row])
+
+    def clear_outputs(self) -> None:
+        """Forget every output row (rebuild reads them back from their records)."""
+        if self._has_outputs():
+            with self.engine.begin() as conn:
+                conn.execute(delete(outputs))
+
+    def _has_outputs(self) -> bool:
+        """The outputs table exists (a registry written before outputs were recorded has none until a write)."""
+        if self._ready:
+            return True
+        if not self.exists():
+            return False
+        with self.engine.connect() as conn:
+            return inspect(conn).has_table(outputs.name)
+
     # -- reading -------------------------------------------------------------
+
+    def outputs(
+        self, checkpoint_ids: Iterable[str] | None = None, kind: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Output rows, newest first: all, or those of the checkpoints named, of one kind; `uses`,
+        `refusals` and `record` come back decoded."""
+        if not self._has_outputs():
+            return []
+        o = outputs.c
+        cond = [o.kind == kind] if kind else []
+        query = select(outputs).order_by(o.created_at.desc(), o.record_id)
+        with self.engine.connect() as conn:
+            if checkpoint_ids is None:
+                rows = conn.execute(query.where(*cond).limit(limit)).all()
+            else:
+                rows = []
+                for chunk in _chunks(sorted(set(checkpoint_ids))):
+                    rows += conn.execute(query.where(o.checkpoint_id.in_(chunk), *cond)).all()
+                rows.sort(key=lambda r: r.record_id)
+                rows.sort(key=lambda r: r.created_at, reverse=True)
+                rows = rows[:limit] if limit is not None else rows
+        out = []
+        for r in rows:
+            d = dict(r._mapping)
+            for col in ("uses", "refusals", "record"):
+                d[col] = json.loads(d[col])
+            out.append(d)
+        return out
 
     def is_empty(self) -> bool:
         if not self.exists():
@@ -284,6 +336,34 @@ class Registry:
                 conn.execute(select(func.count()).select_from(checkpoints)).scalar_one(),
                 conn.execute(select(func.count()).select_from(sources)).scalar_one(),
             )
+
+
+def output_row(record: OutputRecord) -> dict[str, Any]:
+    """The registry row of an output record: the queried fields as columns, the whole record as JSON."""
+    data = record.model_dump(mode="json")
+    rep = record.replication
+    return {
+        "record_id": record.record_id,
+        "kind": record.kind,
+        "created_at": to_ts(record.created_at),  # fixed precision: the column sorts as text
+        "checkpoint_id": record.checkpoint_id,
+        "prompt": record.prompt,
+        "uses": json.dumps(data["uses"]),
+        "territory": record.territory,
+        "allowed": record.decision.allowed,
+        "refusals": json.dumps(data["decision"]["refusals"], sort_keys=True),
+        "token_score": rep.token_score if rep else None,
+        "audio_score": rep.audio_score if rep else None,
+        "nearest_recording": rep.nearest_recording if rep else None,
+        "ledger_head_seq": record.decision.ledger_head_seq,
+        "ledger_head_hash": record.decision.ledger_head_hash,
+        "path": record.path,
+        "audio_sha256": record.audio_sha256,
+        "sidecar": record.sidecar,
+        "credential": record.credential,
+        "record": json.dumps(data, sort_keys=True),
+        "recorded_at": to_ts(utcnow()),
+    }
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
