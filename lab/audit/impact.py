@@ -1,11 +1,13 @@
-"""What a grant or recording touches: every registered checkpoint, directly or through lineage.
+"""What a grant or recording touches: every registered checkpoint, directly or through lineage, and their outputs.
 
 A checkpoint is touched *directly* when one of its source rows names the grant (or the
 recording, ISRC or audio hash), and *through lineage* when it descends from a touched one
 (fine-tunes of fine-tunes, followed down the registry's parent links). The rule is the strictest
 of retain < retrain < retire over the grants involved (each grant's `on_termination` as in force
 at the checkpoint's ledger head, else as recorded in its sources), and a descendant is never less
-strict than its parent: weights trained from retired weights are retired too.
+strict than its parent: weights trained from retired weights are retired too. Each released output
+of a touched checkpoint follows its checkpoint's rule: kept under retain, withdrawn under retrain or
+retire (withheld and refused attempts released nothing, so nothing is to be done about them).
 """
 
 from __future__ import annotations
@@ -30,6 +32,15 @@ MEANING = {
     "retrain": "retrain without the recording: clear a new snapshot (the ended grant drops it) and train again "
     "from the same base",
     "retire": "withdraw it: `lab audit` fails its consent check and sampling refuses it",
+}
+
+
+# What happens to a released output of a checkpoint under each rule.
+OUTPUT_ACTION = {"retain": "keep", "retrain": "withdraw", "retire": "withdraw"}
+OUTPUT_ACTIONS = ("keep", "withdraw")
+OUTPUT_MEANING = {
+    "keep": "the checkpoint's grants let it be kept: nothing to do",
+    "withdraw": "withdraw the output: stop distributing it and take it down where it was published",
 }
 
 
@@ -59,12 +70,30 @@ class TouchedCheckpoint:
 
 
 @dataclass
+class TouchedOutput:
+    """A released output of a touched checkpoint and what must happen to it."""
+
+    record_id: str
+    checkpoint_id: str
+    rule: str  # the checkpoint's
+    action: str  # keep | withdraw
+    created_at: str
+    prompt: str
+    uses: list[str]
+    territory: str
+    path: str | None
+    audio_sha256: str | None
+    meaning: str = ""
+
+
+@dataclass
 class ImpactReport:
     query: str
     kind: QueryKind
     grant_ids: list[str]
     events: list[dict[str, Any]]  # the ledger's revocations and expiries of those grants
     checkpoints: list[TouchedCheckpoint]
+    outputs: list[TouchedOutput] = field(default_factory=list)  # released outputs of those checkpoints
 
     @property
     def rule(self) -> str | None:
@@ -77,6 +106,9 @@ class ImpactReport:
     def counts(self) -> dict[str, int]:
         return {r: sum(c.rule == r for c in self.checkpoints) for r in RULES}
 
+    def output_counts(self) -> dict[str, int]:
+        return {a: sum(o.action == a for o in self.outputs) for a in OUTPUT_ACTIONS}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "query": self.query,
@@ -86,6 +118,8 @@ class ImpactReport:
             "rule": self.rule,
             "counts": self.counts(),
             "checkpoints": [asdict(c) for c in self.checkpoints],
+            "output_counts": self.output_counts(),
+            "outputs": [asdict(o) for o in self.outputs],
         }
 
 
@@ -206,7 +240,31 @@ def impact(
         )
         t.commands = retrain_commands(row) if t.rule == "retrain" else []
         out.append(t)
-    return ImpactReport(grant_or_recording_id, kind, grant_ids, ends, out)
+    return ImpactReport(grant_or_recording_id, kind, grant_ids, ends, out, touched_outputs(registry, out))
+
+
+def touched_outputs(registry: Registry, touched: list[TouchedCheckpoint]) -> list[TouchedOutput]:
+    """The released outputs of the touched checkpoints, in checkpoint order then newest first, with their action."""
+    rules = {c.checkpoint_id: c.rule for c in touched}
+    order = {c.checkpoint_id: i for i, c in enumerate(touched)}
+    rows = registry.outputs(list(rules), kind="released") if rules else []
+    rows.sort(key=lambda r: order[r["checkpoint_id"]])  # stable: newest first within a checkpoint
+    return [
+        TouchedOutput(
+            record_id=r["record_id"],
+            checkpoint_id=r["checkpoint_id"],
+            rule=rules[r["checkpoint_id"]],
+            action=OUTPUT_ACTION[rules[r["checkpoint_id"]]],
+            created_at=r["created_at"],
+            prompt=r["prompt"],
+            uses=r["uses"],
+            territory=r["territory"],
+            path=r["path"],
+            audio_sha256=r["audio_sha256"],
+            meaning=OUTPUT_MEANING[OUTPUT_ACTION[rules[r["checkpoint_id"]]]],
+        )
+        for r in rows
+    ]
 
 
 def _propagate(direct: dict[str, str], edges: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, str]]:

@@ -1,4 +1,5 @@
-"""`lab impact GRANT_ID|RECORDING_ID`: which checkpoints (and fine-tunes of them) a grant or recording touches."""
+"""`lab impact GRANT_ID|RECORDING_ID`: which checkpoints (and fine-tunes of them) a grant or recording touches,
+and what happens to their released outputs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from . import app
 from .output import console, emit_json, fail, table
 
 _STYLE = {"retain": "green", "retrain": "yellow", "retire": "bold red"}
+_OUTPUT_STYLE = {"keep": "green", "withdraw": "bold red"}
 
 
 def print_impact(report, *, heading: str | None = None) -> None:
@@ -44,6 +46,25 @@ def print_impact(report, *, heading: str | None = None) -> None:
             console.print(f"retrain {c.checkpoint_id}:", highlight=False)
             for cmd in c.commands:
                 console.print(f"  {cmd}", markup=False, highlight=False, soft_wrap=True)
+    print_outputs(report)
+
+
+def print_outputs(report) -> None:
+    """The released outputs of the touched checkpoints: keep or withdraw each."""
+    if not report.outputs:
+        return
+    counts = ", ".join(f"{n} {action}" for action, n in report.output_counts().items() if n)
+    table(
+        f"released outputs of these checkpoints ({counts})",
+        ["output", "checkpoint", "action", "created", "prompt", "file"],
+        [
+            [o.record_id[:12], o.checkpoint_id, o.action, o.created_at[:19], o.prompt, o.path or "-"]
+            for o in report.outputs
+        ],
+    )
+    for action in dict.fromkeys(o.action for o in report.outputs):
+        meaning = next(o.meaning for o in report.outputs if o.action == action)
+        console.print(f"[{_OUTPUT_STYLE[action]}]{action}[/]: {meaning}", highlight=False)
 
 
 @app.command("impact")
@@ -54,7 +75,8 @@ def impact_cmd(
     registry: Annotated[Optional[str], typer.Option("--registry", help="registry URL (default: this lab's)")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False,
 ) -> None:
-    """Every registered checkpoint the subject touches, directly or through lineage, and the rule that applies."""
+    """Every registered checkpoint the subject touches, directly or through lineage, the rule that applies,
+    and whether each of their released outputs is kept or withdrawn."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from ..audit.impact import impact
