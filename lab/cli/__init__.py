@@ -24,7 +24,7 @@ def _register() -> None:
     from . import catalog, rights  # noqa: F401  (each module adds itself to `app`)
 
     names = ("hydra_apps", "demo", "audit", "card", "registry", "impact", "licences", "outputs_verify", "outputs")
-    for name in (*names, "serve"):
+    for name in (*names, "serve", "royalties"):
         try:
             __import__(f"{__name__}.{name}")
         except ModuleNotFoundError as exc:  # a command not built yet
