@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 from html import unescape
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -168,6 +170,67 @@ def test_sample_form_lists_checkpoints_and_uses(client, world):
         "/sample", data={"checkpoint": "nope", "prompt": "x", "uses": "ai_inference", "territory": "GB"}
     )
     assert missing.status_code == 404
+
+
+def _sample(client, world, uses, **form):
+    data = {"checkpoint": world.parent_id, "prompt": "warm piano", "uses": uses, "territory": "GB", "duration": "0.5"}
+    return client.post("/sample", data=data | form)
+
+
+def test_a_refused_sample_names_each_recording_grant_and_reason(client, world):
+    from lab.registry import Registry
+
+    page = _sample(client, world, ["eval_only"])  # no demo grant allows eval_only
+    assert page.status_code == 200 and 'id="sample-refusal"' in page.text and "player" not in page.text
+    refused = rows(section(page.text, "refusals"))
+    assert sorted(r.split()[2] for r in refused) == sorted(SECONDS)  # every source, by recording id
+    assert all("purpose_not_granted" in r and "eval_only" in r for r in refused)
+    with Registry(world.registry_url) as registry:
+        recorded = registry.outputs([world.parent_id], kind="refused")
+    assert recorded and recorded[0]["uses"] == ["eval_only"]
+    assert list((world.root / "outputs" / world.parent_id / "refusals").glob("*.json"))  # the refusal record
+
+
+def test_a_sample_the_replication_check_cannot_clear_is_withheld(client, world):
+    # this world has no code cache for the snapshot: the replication check cannot run, so nothing is released
+    page = _sample(client, world, ["ai_inference", "commercial_output"], seed="3")
+    assert page.status_code == 200 and 'id="sample-withheld"' in page.text and 'id="player"' not in page.text
+    assert "not checked" in page.text
+    assert not list((world.root / "outputs").rglob("*.wav"))
+    assert client.get("/outputs/" + "0" * 64 + "/audio").status_code == 404
+
+
+def test_impact_lists_released_outputs_and_the_audio_plays(client, world, tmp_path):
+    import hashlib
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "registry"))
+    from output_helpers import output_record
+
+    from lab.registry import Registry
+
+    audio = tmp_path / "out.wav"
+    audio.write_bytes(b"RIFF" + bytes(range(256)))
+    sha = hashlib.sha256(audio.read_bytes()).hexdigest()
+    record = output_record(world.child_id, path=str(audio)).model_copy(update={"record_id": sha, "audio_sha256": sha})
+    with Registry(world.registry_url) as registry:
+        registry.record_output(record)
+    page = client.get("/impact", params={"q": "G-0006"})
+    (listed,) = rows(section(page.text, "impact-outputs"))
+    assert sha[:16] in listed and world.child_id in listed and "withdraw" in listed  # G-0006 says retrain
+    played = client.get(f"/outputs/{sha}/audio")
+    assert played.status_code == 200 and played.content == audio.read_bytes()
+    assert played.headers["content-type"] == "audio/wav"
+    audio.write_bytes(b"changed")
+    assert client.get(f"/outputs/{sha}/audio").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("form", "message"),
+    [({"territory": "ZZ"}, "territory"), ({"duration": "0"}, "duration"), ({"uses": []}, "at least one use")],
+)
+def test_a_malformed_sample_request_is_refused_as_bad_input(client, world, form, message):
+    page = _sample(client, world, form.pop("uses", ["ai_inference"]), **form)
+    assert page.status_code == 400 and message in section(page.text, "sample-error", "</p>")
 
 
 def test_royalties_page(client):

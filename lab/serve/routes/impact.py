@@ -1,4 +1,5 @@
-"""`/impact?q=GRANT-or-RECORDING`: what a grant or recording touches (lab.audit.impact, as `lab impact`)."""
+"""`/impact?q=GRANT-or-RECORDING`: the checkpoints and released outputs a grant or recording touches
+(lab.audit.impact, as `lab impact`)."""
 
 from __future__ import annotations
 
@@ -24,5 +25,4 @@ def impact_page(
         settings = settings_of(request)
         with open_registry(settings) as registry, open_ledger(settings) as ledger:
             report = impact(registry, ledger, q, catalog=catalog.strip() or None)
-    outputs = getattr(report, "outputs", None) if report is not None else None
-    return render(request, "impact.html.j2", q=q, catalog=catalog, report=report, outputs=outputs, meaning=MEANING)
+    return render(request, "impact.html.j2", q=q, catalog=catalog, report=report, meaning=MEANING)
