@@ -247,7 +247,7 @@ def touched_outputs(registry: Registry, touched: list[TouchedCheckpoint]) -> lis
     """The released outputs of the touched checkpoints, in checkpoint order then newest first, with their action."""
     rules = {c.checkpoint_id: c.rule for c in touched}
     order = {c.checkpoint_id: i for i, c in enumerate(touched)}
-    rows = registry.outputs(list(rules), kind="released") if rules else []
+    rows = registry.outputs(list(rules), kind="released", with_record=False) if rules else []
     rows.sort(key=lambda r: order[r["checkpoint_id"]])  # stable: newest first within a checkpoint
     return [
         TouchedOutput(

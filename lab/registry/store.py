@@ -218,15 +218,22 @@ class Registry:
     # -- reading -------------------------------------------------------------
 
     def outputs(
-        self, checkpoint_ids: Iterable[str] | None = None, kind: str | None = None, limit: int | None = None
+        self,
+        checkpoint_ids: Iterable[str] | None = None,
+        kind: str | None = None,
+        limit: int | None = None,
+        *,
+        with_record: bool = True,
     ) -> list[dict[str, Any]]:
         """Output rows, newest first: all, or those of the checkpoints named, of one kind; `uses`,
-        `refusals` and `record` come back decoded."""
+        `refusals` and `record` come back decoded (`with_record=False` leaves the whole record out:
+        decoding it is most of the cost when impact reads thousands of rows)."""
         if not self._has_outputs():
             return []
         o = outputs.c
         cond = [o.kind == kind] if kind else []
-        query = select(outputs).order_by(o.created_at.desc(), o.record_id)
+        cols = [c for c in outputs.columns if with_record or c.name != "record"]
+        query = select(*cols).order_by(o.created_at.desc(), o.record_id)
         with self.engine.connect() as conn:
             if checkpoint_ids is None:
                 rows = conn.execute(query.where(*cond).limit(limit)).all()
@@ -240,7 +247,7 @@ class Registry:
         out = []
         for r in rows:
             d = dict(r._mapping)
-            for col in ("uses", "refusals", "record"):
+            for col in ("uses", "refusals", "record") if with_record else ("uses", "refusals"):
                 d[col] = json.loads(d[col])
             out.append(d)
         return out

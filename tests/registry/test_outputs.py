@@ -73,6 +73,9 @@ def test_outputs_per_checkpoint_kind_and_limit(reg):
     assert [r["checkpoint_id"] for r in reg.outputs(kind="released")] == ["c", "b", "a"]
     assert [r["checkpoint_id"] for r in reg.outputs(["a", "b"], kind="released", limit=1)] == ["b"]
     assert len(reg.outputs(limit=2)) == 2 and reg.outputs(["zzz"]) == []
+    light = reg.outputs(["b"], with_record=False)
+    assert [r["kind"] for r in light] == ["refused", "released"] and "record" not in light[0]
+    assert light[0]["refusals"][0]["reason"] == "revoked"
 
 
 def test_registry_without_outputs_table_gains_it(url, tmp_path):
