@@ -196,3 +196,50 @@ def _train_task(cfg) -> None:
 def train_cmd(ctx: typer.Context) -> None:
     """Fine-tune on a cleared snapshot; signed, carded checkpoints. Args: Hydra overrides."""
     run_hydra("train", _train_task, list(ctx.args))
+
+
+def print_sample_summary(summary: dict, as_json: bool = False) -> None:
+    """The closing lines of `lab sample`: each output released or withheld, or each refusal."""
+    if as_json:
+        emit_json(summary)
+        return
+    for line in summary["refusals"]:  # one line per refusal: check, recording, grant, reason
+        typer.echo(line, err=True)
+    if summary["refusals"]:
+        for path in summary["refusal_records"]:
+            typer.echo(f"refusal recorded: {path}", err=True)
+        return
+    for r in summary["released"]:
+        scores = f"tokens {r['token_score']:.2f}, audio {r['audio_score']:.2f}"
+        typer.echo(f"released  {r['path']}  (seed {r['seed']}; replication {scores}; credential {r['sidecar']})")
+    for w in summary["withheld"]:
+        typer.echo(f"withheld  prompt {w['prompt']!r} seed {w['seed']}: {w['detail']} (record {w['record']})")
+    for note in summary.get("notes") or []:
+        typer.echo(f"note: {note}")
+    typer.echo(f"gate ok for {', '.join(summary['uses'])} in {summary['territory']}; outputs in {summary['out_dir']}")
+    if summary["released"]:
+        typer.echo(f"check one: lab verify-output {summary['released'][0]['path']}")
+
+
+@hydra_task
+def _sample_task(cfg) -> None:
+    from ..recipes.sample import main
+    from ..sample.gate import GateInputError
+    from ..sample.generate import GenerationError
+    from .output import print_error
+
+    as_json = bool(cfg.get("json", False))
+    try:
+        summary = main(cfg).to_dict()
+    except (GateInputError, GenerationError) as exc:  # a malformed request: bad input, nothing recorded
+        print_error(str(exc), kind="bad_input", as_json=as_json)
+        raise SystemExit(2) from None
+    print_sample_summary(summary, as_json)
+    if not summary["allowed"]:
+        raise SystemExit(1)
+
+
+@app.command("sample", context_settings=_PASS_THROUGH, add_help_option=False)
+def sample_cmd(ctx: typer.Context) -> None:
+    """Generate audio from a checkpoint, behind the consent gate; signed credentials. Args: Hydra overrides."""
+    run_hydra("sample", _sample_task, list(ctx.args))

@@ -105,18 +105,23 @@ def _receipt_path(home: Path, folder: Path, key_fp: str) -> Path:
     return home / "cache" / "signatures" / f"{name}.json"
 
 
-def signature_receipt(folder: Path, public_key: Path, home: Path | None) -> tuple[bool, str]:
+def signature_receipt(
+    folder: Path, public_key: Path, home: Path | None, listing: dict[str, list[int]] | None = None
+) -> tuple[bool, str]:
     """(ok, detail) of the folder's signature under `public_key`, verified in full unless a receipt
     under `home` says it verified for these very files (same paths, sizes, mtimes, inodes, ctimes)
-    under this key. A receipt is written only after a full pass over files that did not change while
-    they were hashed. Like the snapshot receipts (`lab.snapshot.read`), it is not secret and not signed:
-    forging one needs write access to LAB_HOME, which holds the signing key itself."""
+    under this key (`listing`: the folder's `_stat_listing`, when the caller has it). A receipt is
+    written only after a full pass over files that did not change while they were hashed. Like the
+    snapshot receipts (`lab.snapshot.read`), it is not secret and not signed: forging one needs write
+    access to LAB_HOME, which holds the signing key itself."""
     folder = Path(folder).resolve()
     try:
         key_fp = public_key_fingerprint(public_key)
     except (OSError, ValueError, TypeError):
         key_fp = None
-    before = _stat_listing(folder) if folder.is_dir() and home is not None and key_fp else None
+    if listing is None and folder.is_dir():
+        listing = _stat_listing(folder)
+    before = listing if home is not None and key_fp else None
     path = _receipt_path(Path(home), folder, key_fp) if before is not None else None
     want = {"schema": RECEIPT_SCHEMA, "folder": str(folder), "key": key_fp, "files": before}
     if path is not None:
@@ -129,6 +134,27 @@ def signature_receipt(folder: Path, public_key: Path, home: Path | None) -> tupl
     if result.ok and path is not None and _stat_listing(folder) == before and DEFAULT_SIGNATURE in before:
         write_bytes(path, orjson.dumps(want))
     return result.ok, result.reason
+
+
+# A validated card per folder, kept in this process (`lab serve`, benchmarks) while the folder's stat listing
+# is the same: JSON Schema + pydantic + the sources' value checks cost more than every other check together.
+_CARDS: dict[str, tuple[dict[str, list[int]], Any, str]] = {}
+_CARDS_KEPT = 64
+
+
+def _card(folder: Path, listing: dict[str, list[int]] | None) -> tuple[Any, str]:
+    """(CardBundle, data_card.json sha256) of `folder`; raises CardError."""
+    key = str(folder.resolve())
+    held = _CARDS.get(key)
+    if held is not None and listing is not None and held[0] == listing:
+        return held[1], held[2]
+    bundle, sha = load_card(folder), card_sha256(folder)
+    if listing is not None:
+        _CARDS.pop(key, None)
+        while len(_CARDS) >= _CARDS_KEPT:
+            _CARDS.pop(next(iter(_CARDS)))
+        _CARDS[key] = (listing, bundle, sha)
+    return bundle, sha
 
 
 # ----------------------------------------------------------------------------- registry status
@@ -243,7 +269,8 @@ def check_gate(
         checks[check] = detail
         refusals.append(Refusal(check=check, reason=reason, detail=detail))
 
-    ok, detail = signature_receipt(folder, Path(public_key), Path(home) if home is not None else None)
+    listing = _stat_listing(folder) if folder.is_dir() else None
+    ok, detail = signature_receipt(folder, Path(public_key), Path(home) if home is not None else None, listing)
     if ok:
         checks["signature"] = "ok"
     else:
@@ -251,8 +278,7 @@ def check_gate(
 
     bundle = card_sha = None
     try:
-        bundle = load_card(folder)
-        card_sha = card_sha256(folder)
+        bundle, card_sha = _card(folder, listing)
     except CardError as exc:
         fail("card", "card", f"data card does not validate: {'; '.join(exc.errors)[:300]}")
     if bundle is not None:
