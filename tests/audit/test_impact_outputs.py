@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -80,8 +79,7 @@ def test_retired_checkpoint_withdraws_and_untouched_lists_nothing(world):
 
 def test_impact_cli_prints_outputs(world):
     url, _, led = world
-    importlib.reload(lab.cli)
-    lab.cli._register()
+    lab.cli._register()  # each command module adds itself to lab.cli.app on first import
     runner = CliRunner()
     args = ["impact", "G1", "--registry", url, "--ledger", led.url]
     res = runner.invoke(lab.cli.app, [*args, "--json"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -95,8 +94,7 @@ def test_outputs_list_cli(url, reg):
     reg.record_output(output_record("ck1", "released", n=1, path="/out/ck1/take-1.wav"))
     reg.record_output(output_record("ck1", "refused", n=2))
     reg.record_output(output_record("ck2", "withheld", n=3))
-    importlib.reload(lab.cli)
-    lab.cli._register()
+    lab.cli._register()  # each command module adds itself to lab.cli.app on first import
     runner = CliRunner()
     wide = {"COLUMNS": "250"}
     res = runner.invoke(lab.cli.app, ["outputs", "list", "--registry", url, "--json"])
