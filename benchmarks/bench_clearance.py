@@ -211,7 +211,14 @@ def ledger_events(n: int, n_events: int):
             {
                 "kind": "grant",
                 "grant": _grant(
-                    f"OPT-{j:07d}", subject, r, status="opted_out", purposes=[], territories=[], parties=[]
+                    f"OPT-{j:07d}",
+                    subject,
+                    r,
+                    status="opted_out",
+                    purposes=[],
+                    territories=[],
+                    parties=[],
+                    compensation=[],
                 ),
             }
         )
