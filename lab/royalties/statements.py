@@ -129,16 +129,17 @@ def _currency(text: str, where: str) -> str:
 
 
 def _outputs_map(registry, output_ids: list[str]) -> dict[str, str]:
-    """output id → checkpoint id, from the registry's outputs (helper 9D's `Registry.outputs`)."""
+    """output id (the output record's id) → checkpoint id, for released outputs in the registry."""
     if not output_ids:
         return {}
-    lookup = getattr(registry, "outputs", None)
-    if lookup is None:
-        raise RoyaltyInputError("revenue per output needs the registry's outputs table (none in this registry)")
-    rows = lookup(output_ids=output_ids) if "output_ids" in lookup.__code__.co_varnames else lookup()
-    if isinstance(rows, pa.Table):
-        rows = rows.to_pylist()
-    return {r["output_id"]: r["checkpoint_id"] for r in rows}
+    wanted = set(output_ids)
+    out = {}
+    for r in registry.outputs(with_record=False):
+        if r["record_id"] in wanted:
+            if r["kind"] != "released":
+                raise RoyaltyInputError(f"output {r['record_id']} was {r['kind']}, not released: it earns no revenue")
+            out[r["record_id"]] = r["checkpoint_id"]
+    return out
 
 
 def read_revenue(path: str | Path, registry, period: str) -> list[Revenue]:
