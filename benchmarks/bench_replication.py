@@ -14,8 +14,10 @@ codec's codes of that clip (what a model generating it would have emitted). Case
   gain -9 dB       the excerpt scaled down
   shift            the excerpt starting 0.37 s + 7 ms off the frame grid
   buried           a 5 s excerpt inside 10 s of noise and another melody (5 dB under the excerpt)
-  unrelated        clips rendered from specs/seeds not in training
-  same key+timbre  a training clip's timbre, key and mode, another pattern, tempo and seed
+  unrelated        random melodies from specs and seeds not in training
+  same key+timbre  a training clip's timbre, key, mode and tempo, a random melody (other notes)
+  same notes, other timbre   a training clip's scale or arpeggio (same notes, same tempo) on another
+                   instrument: a re-orchestration, reported beside the table, not used to calibrate
 
 It prints the separation table (score min/median/max per case, withheld under the chosen thresholds),
 an n-gram sweep, the chosen thresholds (which `configs/replication/default.yaml` carries), and the
@@ -54,6 +56,7 @@ SR = 16_000
 OUT_S = 10.0
 POSITIVE = ("copy", "noise 30 dB", "noise 20 dB", "noise 10 dB", "mp3", "gain -9 dB", "shift", "buried")
 NEGATIVE = ("unrelated", "same key+timbre")
+REFERENCE = ("same notes, other timbre",)  # a re-orchestration: neither side of the calibration
 
 
 def training_specs(n: int, seed: int = 7) -> list[ClipSpec]:
@@ -74,15 +77,20 @@ def training_specs(n: int, seed: int = 7) -> list[ClipSpec]:
 
 
 def sibling(spec: ClipSpec, k: int) -> ClipSpec:
-    """Same timbre, key and mode; another pattern, tempo and seed."""
-    patterns = [p for p in PATTERNS if p != spec.pattern]
-    bpms = [b for b in (72, 84, 96, 110, 120, 132) if b != spec.bpm]
-    return ClipSpec(spec.timbre, spec.key, spec.mode, bpms[k % len(bpms)], patterns[k % 2], spec.with_drums, 50_000 + k)
+    """Same timbre, key and mode; a random melody (other notes), and another seed."""
+    return ClipSpec(spec.timbre, spec.key, spec.mode, spec.bpm, "melody", spec.with_drums, 50_000 + k)
+
+
+def reorchestrated(spec: ClipSpec) -> ClipSpec:
+    """The same notes at the same tempo (scale and arpeggio patterns are fixed by key and mode), another timbre."""
+    timbres = [t for t in TIMBRES if t not in ("pluck", spec.timbre)]
+    return ClipSpec(timbres[spec.seed % len(timbres)], spec.key, spec.mode, spec.bpm, spec.pattern, False, 70_000)
 
 
 def unrelated(n: int) -> list[ClipSpec]:
+    """Random melodies: a scale or arpeggio in a training clip's key and tempo would be the same notes."""
     return [
-        ClipSpec(s.timbre, s.key, s.mode, s.bpm, s.pattern, s.with_drums, 90_000 + i)
+        ClipSpec(s.timbre, s.key, s.mode, s.bpm, "melody", s.with_drums, 90_000 + i)
         for i, s in enumerate(training_specs(n, seed=99))
     ]
 
@@ -132,6 +140,8 @@ def make_cases(
         out.append(("unrelated", None, render(spec, OUT_S, SR)))
     for i, (rid, spec) in enumerate(specs.items()):
         out.append(("same key+timbre", rid, render(sibling(spec, i), OUT_S, SR)))
+        if spec.pattern != "melody":
+            out.append(("same notes, other timbre", rid, render(reorchestrated(spec), OUT_S, SR)))
     return out
 
 
@@ -181,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             ber = index.prints.best(fp.fingerprint(audio, SR))[0]
             raw.setdefault(case, []).append(ber)
 
-    cases_seen = [c for c in (*POSITIVE, *NEGATIVE) if any(r[0] == c for r in results)]
+    cases_seen = [c for c in (*POSITIVE, *NEGATIVE, *REFERENCE) if any(r[0] == c for r in results)]
     print(f"# replication gate calibration: {args.clips} training clips x {args.seconds:g} s, {OUT_S:g} s outputs")
     print(f"# settings: {settings.model_dump()}")
     print(f"# index built in {setup_s:.1f} s (synthesis, codec fit, encoding, fingerprints)")
@@ -196,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         au = [x[4].audio_score for x in rows]
         held = sum(x[4].withheld for x in rows)
         right = sum(1 for x in rows if x[4].withheld and x[4].nearest_recording == x[1])
-        right_s = f"{right}/{held}" if case in POSITIVE else "-"
+        right_s = f"{right}/{held}" if case not in NEGATIVE else "-"
         print(f"| {case} | {len(rows)} | {q(ts)} | {q(au)} | {held}/{len(rows)} | {right_s} |")
 
     print()

@@ -23,3 +23,34 @@ def test_gpu_step_benchmark_smoke():
     row = [line for line in out.stdout.splitlines() if line.startswith("| musicgen decoder")]
     assert row and "tokens/s" in out.stdout
     assert float(row[0].split("|")[5].replace(",", "")) > 0  # tokens/s measured
+
+
+@pytest.mark.slow  # synthesizes audio, fits a tiny codec and fingerprints every case (~30 s)
+def test_replication_benchmark_smoke():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_replication.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert out.returncode == 0, out.stderr
+    copy = [line for line in out.stdout.splitlines() if line.startswith("| copy |")]
+    assert copy and copy[0].split("|")[5].strip() == "6/6"  # every planted copy withheld
+    assert "chosen thresholds" in out.stdout and "per-output check" in out.stdout
+
+
+@pytest.mark.slow  # trains the tiny model 2 steps, generates 2 s, builds the replication index (~1 min)
+def test_sample_benchmark_smoke():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_sample.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in out.stdout.splitlines() if "|" in line}
+    for step in ("gate, warm", "generate 2 s, tiny model", "replication check per output"):
+        assert float(rows[step]) > 0, out.stdout
+    assert "content credential: sign per output" in rows and "target: warm gate" in out.stdout

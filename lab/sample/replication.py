@@ -56,11 +56,11 @@ class ReplicationSettings(BaseModel):
 
     ngram: int = Field(10, ge=2, description="codec frames per token n-gram")
     codebooks: int = Field(1, ge=1, description="first k codebooks joined into one symbol per frame")
-    window: int = Field(24, ge=4, description="fingerprint items (~0.124 s each) per compared output window")
+    window: int = Field(32, ge=4, description="fingerprint items (~0.124 s each) per compared output window")
     min_items: int = Field(8, ge=4, description="a fingerprint shorter than this is not compared")
     unrelated_ber: float = Field(0.35, gt=0, lt=1, description="best BER of unrelated audio (calibrated)")
-    token_threshold: float = Field(0.5, ge=0, le=1)
-    audio_threshold: float = Field(0.5, ge=0, le=1)
+    token_threshold: float = Field(0.3, ge=0, le=1)
+    audio_threshold: float = Field(0.3, ge=0, le=1)
 
     @property
     def thresholds(self) -> dict[str, float]:
