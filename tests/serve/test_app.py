@@ -233,9 +233,52 @@ def test_a_malformed_sample_request_is_refused_as_bad_input(client, world, form,
     assert page.status_code == 400 and message in section(page.text, "sample-error", "</p>")
 
 
-def test_royalties_page(client):
+@pytest.fixture(scope="module")
+def statement(world):
+    """The statement of the world's period, issued as `lab royalties statement` issues it."""
+    from lab.registry import Registry
+    from lab.rights.ledger import Ledger
+    from lab.royalties.statements import issue
+
+    with Registry(world.registry_url) as registry, Ledger(world.demo.env.ledger_url) as ledger:
+        period = registry.checkpoint(world.parent_id)["created_at"][:7]
+        return issue(registry, ledger, period, out=world.root / "royalties", key_dir=world.demo.env.home / "keys")
+
+
+def test_royalties_without_a_statement_says_how_to_issue_one(world, tmp_path):
+    client = TestClient(create_app(world.settings(registry_url=f"sqlite:///{tmp_path / 'empty.sqlite'}")))
     page = client.get("/royalties")
-    assert page.status_code == 200 and "Royalty statements" in page.text
+    assert page.status_code == 200 and 'id="royalties-none"' in page.text
+
+
+def test_royalties_per_rights_holder(client, statement):
+    import json
+
+    header = json.loads((statement.folder / "statement.json").read_text())
+    page = client.get("/royalties")
+    assert page.status_code == 200 and statement.statement_id in page.text
+    assert "pass" in section(page.text, "statement-signature", "</dd>")
+    holders = rows(section(page.text, "holders"))
+    assert len(holders) == len(header["totals"]) > 0
+    for row, total in zip(holders, header["totals"]):
+        assert total["rights_holder"] in row and total["payable"] in row and total["currency"] in row
+    name = header["totals"][0]["rights_holder"]
+    mine = rows(section(client.get("/royalties", params={"holder": name.upper()}).text, "holders"))
+    assert mine and all(name in r for r in mine)
+    links = re.findall(r'href="(/royalties/[^"]+/holders/[^"]+)"', page.text)
+    assert len(links) == len(holders) and name in client.get(links[0]).text
+    assert client.get(f"/royalties/{statement.period}/holders/nobody").status_code == 404
+    assert client.get("/royalties", params={"period": "1999-01"}).status_code == 404
+
+
+def test_a_changed_statement_shows_its_signature_failing(client, statement):
+    lines = statement.folder / "lines.csv"
+    original = lines.read_bytes()
+    try:
+        lines.write_bytes(original.replace(b",", b";", 1))
+        assert "FAIL" in section(client.get("/royalties").text, "statement-signature", "</dd>")
+    finally:
+        lines.write_bytes(original)
 
 
 def test_read_only_and_offline(client, world):
