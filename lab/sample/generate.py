@@ -225,7 +225,7 @@ def generate(
     ) as bar:
         for idx in batches:
             texts = [prompts[i] for i in idx]
-            inputs = gen.processor(text=texts, padding=True, return_tensors="pt")
+            inputs = gen.processor(text=texts, padding=True, truncation=True, return_tensors="pt")  # as training
             sampler = _SeededSampler([seed + i for i in idx], k, warpers, steps, bar)
             audio = model.generate(
                 **inputs, generation_config=config, logits_processor=_sampler_last([sampler])
