@@ -1,5 +1,5 @@
 """`lab serve` in a real browser: Debian's Chromium driven by Playwright clicks through checkpoints →
-card → impact → sample on the shared training run (no browser download: the system binary).
+card → impact → sample → royalties on the shared training run (no browser download: the system binary).
 
 Screenshots go to $LAB_SCREENSHOTS when set (`LAB_SCREENSHOTS=docs/screenshots` refreshes the
 README's), else to the test's tmp folder."""
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -31,7 +32,16 @@ def _free_port() -> int:
 
 
 @pytest.fixture()
-def served(shared_run, demo, tmp_path):
+def registry_copy(shared_run, demo, tmp_path) -> str:
+    """A private copy of the demo's registry: what this test samples and pays stays out of the shared one."""
+    src, dst = demo.home / "registry.sqlite", tmp_path / "registry.sqlite"
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:  # the backup API: WAL content included
+        a.backup(b)
+    return f"sqlite:///{dst}"
+
+
+@pytest.fixture()
+def served(registry_copy, demo, tmp_path):
     """The app over the demo's lab, served by uvicorn on a free localhost port in a thread."""
     import uvicorn
 
@@ -42,7 +52,7 @@ def served(shared_run, demo, tmp_path):
         home=demo.home,
         experiments=demo.experiments,
         ledger_url=demo.ledger_url,
-        registry_url=f"sqlite:///{demo.home / 'registry.sqlite'}",
+        registry_url=registry_copy,
         public_key=demo.home / "keys" / PUBLIC_KEY_NAME,
         sample_out=tmp_path / "outputs",
     )
@@ -60,10 +70,13 @@ def served(shared_run, demo, tmp_path):
 
 
 @pytest.mark.slow
-def test_click_through_checkpoints_card_impact_sample(served, shared_run, tmp_path):
+def test_click_through_checkpoints_card_impact_sample(served, shared_run, demo, registry_copy, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     from lab.cards import load_card
+    from lab.registry import Registry
+    from lab.rights.ledger import Ledger
+    from lab.royalties.statements import issue
 
     shots = Path(os.environ.get("LAB_SCREENSHOTS") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
@@ -105,10 +118,44 @@ def test_click_through_checkpoints_card_impact_sample(served, shared_run, tmp_pa
             expect(page.locator("#impact-checkpoints")).to_contain_text(last)
             page.screenshot(path=shots / "impact.png")
 
-            # sample: a use no grant gives is refused, with the recordings and the reason
+            # sample: a use no grant gives is refused, naming each recording, grant and reason
             page.get_by_role("link", name="Sample", exact=True).click()
-            page.locator("#checkpoint").select_option(last)
-            expect(page.locator("#sample-form")).to_be_visible()
+            form = page.locator("#sample-form")
+            form.locator("#checkpoint").select_option(last)
+            form.locator("input[name=uses][value=ai_inference]").uncheck()
+            form.locator("input[name=uses][value=eval_only]").check()
+            form.locator("#duration").fill("1")
+            form.locator("#generate").click()
+            expect(page.locator("#sample-refusal")).to_contain_text("refused")
+            expect(page.locator("#refusals tr")).to_have_count(1 + bundle.card.sources.rows)
+            expect(page.locator("#refusals")).to_contain_text("purpose_not_granted")
+
+            # … and uses every grant gives are allowed: a player, and a credential that reads back trusted
+            form.locator("input[name=uses][value=eval_only]").uncheck()
+            form.locator("input[name=uses][value=ai_inference]").check()
+            form.locator("input[name=uses][value=commercial_output]").check()
+            form.locator("#prompt").fill("warm piano, slow")
+            form.locator("#generate").click()
+            expect(page.locator("#sample-result")).to_contain_text("released", timeout=120_000)
+            expect(page.locator("#credential")).to_contain_text("trusted")
+            playable = page.locator("#player").evaluate(
+                "a => new Promise(ok => { if (a.readyState >= 1) ok(a.duration);"
+                " a.onloadedmetadata = () => ok(a.duration); a.onerror = () => ok(-1); a.load(); })"
+            )
+            assert playable == pytest.approx(1.0, abs=0.1)  # the browser decoded the released WAV
             page.screenshot(path=shots / "sample.png")
+
+            # royalties: the run's statement, as `lab royalties statement` issues it, per rights holder
+            with Registry(registry_copy) as registry, Ledger(demo.ledger_url) as ledger:
+                period = registry.checkpoint(last)["created_at"][:7]
+                issued = issue(registry, ledger, period, out=tmp_path / "royalties", key_dir=demo.home / "keys")
+            page.get_by_role("link", name="Royalties", exact=True).click()
+            expect(page.locator("#statement")).to_contain_text(issued.statement_id)
+            expect(page.locator("#statement-signature")).to_contain_text("pass")
+            holders = page.locator("#holders tr")
+            assert holders.count() > 1
+            page.screenshot(path=shots / "royalties.png")
+            holders.nth(1).get_by_role("link").click()
+            expect(page.locator("body")).to_contain_text(period)
         finally:
             browser.close()
