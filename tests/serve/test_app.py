@@ -118,6 +118,26 @@ def test_a_revocation_shows_on_the_card_and_in_impact(world, tmp_path):
     assert "artist withdrew" in impact and "revoke" in impact
 
 
+def test_checkpoints_page_shows_the_status_of_the_last_audit(world, tmp_path):
+    from lab.audit.verify import audit_checkpoint
+    from lab.cards import card_sha256
+    from lab.registry import Registry
+
+    ledger = world.demo.ledger_copy(tmp_path / "ledger")
+    ledger.append(RevokeEvent(grant_id="G-0006", reason="artist withdrew", effective_at=utcnow(), issuer="test"))
+    report = audit_checkpoint(world.parent, public_key=world.demo.env.public_key, ledger=ledger)
+    ledger.close()
+    url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    with Registry(url) as registry:
+        registry.register(world.parent)
+        registry.register(world.child)
+        registry.record_audit(world.parent_id, report.to_dict(), data_card_sha256=card_sha256(world.parent))
+    markup = section(TestClient(create_app(world.settings(registry_url=url))).get("/").text, "checkpoints")
+    parent, child = markup.split("<tr>")[2:]
+    assert 'class="badge s-retrain">retrain<' in parent and "consent_now" in parent  # G-0006 says retrain
+    assert "badge s-" not in child.replace("badge s-ok", "") and "not audited" in child and "unknown" in child
+
+
 def test_a_tampered_checkpoint_fails_its_signature(world, tmp_path):
     from lab.registry import Registry
 

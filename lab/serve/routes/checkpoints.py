@@ -28,6 +28,7 @@ MAX_ROWS = 500  # source rows one page lists
 def checkpoint_rows(registry) -> list[dict[str, Any]]:
     """The registry's checkpoints with their last audit, as `lab checkpoints list` shows them."""
     from lab.checkpoint.folder import is_complete
+    from lab.sample.gate import _audit_status as audit_status  # the gate's reading of a recorded audit
 
     rows, audits = registry.checkpoints(), registry.audits()
     out = []
@@ -35,7 +36,7 @@ def checkpoint_rows(registry) -> list[dict[str, Any]]:
         audit = audits.get(r["checkpoint_id"])
         if audit and audit.get("data_card_sha256") not in (None, r["data_card_sha256"]):
             audit = None  # that audit was of another card under this id
-        out.append({**r, "complete": is_complete(r["folder"]), "audit": audit})
+        out.append({**r, "complete": is_complete(r["folder"]), "audit": audit, "status": audit_status(audit)})
     return out
 
 
