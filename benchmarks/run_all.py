@@ -22,6 +22,7 @@ ORDER = [
     "bench_trainer_overhead.py",
     "bench_consent_polling.py",
     "bench_impact.py",
+    "bench_royalties.py",
     "bench_sample.py",
     "bench_gpu_step.py",  # prints a note and exits 0 without a GPU
 ]

@@ -54,3 +54,19 @@ def test_sample_benchmark_smoke():
     for step in ("gate, warm", "generate 2 s, tiny model", "replication check per output"):
         assert float(rows[step]) > 0, out.stdout
     assert "content credential: sign per output" in rows and "target: warm gate" in out.stdout
+
+
+@pytest.mark.slow  # builds a 10,000-grant ledger and registry, then one statement (~20 s)
+def test_royalties_benchmark_smoke():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_royalties.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert out.returncode == 0, out.stderr
+    row = [line for line in out.stdout.splitlines() if line.startswith("| 2026-11 |")]
+    assert row, out.stdout
+    cells = [c.strip().replace(",", "") for c in row[0].split("|")[1:-1]]
+    assert cells[1] == "20" and cells[2] == "10000" and cells[4] == "30000"  # checkpoints, payable rows, lines
