@@ -75,3 +75,36 @@ def test_lab_sample_refusal_writes_only_a_refusal_record(demo, shared_run, tmp_p
     with Registry(f"sqlite:///{tmp_path / 'registry.sqlite'}") as registry:
         (row,) = registry.outputs()
     assert (row["kind"], row["record_id"]) == ("refused", record["record_id"])
+
+
+@pytest.mark.slow
+def test_an_output_over_the_replication_threshold_is_withheld_without_audio(demo, shared_run, tmp_path):
+    """In-process, thresholds at 0: any resemblance withholds; the record names the nearest recording."""
+    from lab.cli.demo import compose
+    from lab.recipes.sample import SampleRecipe
+
+    out_dir, url = tmp_path / "out", f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    cfg = compose(
+        "sample",
+        [
+            *demo.overrides(),
+            f"checkpoint={shared_run.last}",
+            "prompt=warm piano",
+            "duration=4",
+            "progress=false",
+            "replication.token_threshold=0",
+            "replication.audio_threshold=0",
+            f"out={out_dir}",
+            f"registry_url={url}",
+        ],
+    )
+    summary = SampleRecipe(cfg).run()
+    assert summary.allowed and summary.released == []
+    (w,) = summary.withheld
+    assert w["nearest"] and w["nearest"].startswith("demo-") and w["detail"].startswith("withheld: ")
+    assert [p.parent.name for p in out_dir.rglob("*") if p.is_file()] == ["withheld"]  # a record, no audio
+    record = json.loads(Path(w["record"]).read_text())
+    assert record["kind"] == "withheld" and record["path"] is None and record["replication"]["withheld"]
+    with Registry(url) as registry:
+        (row,) = registry.outputs()
+    assert (row["kind"], row["nearest_recording"], row["record_id"]) == ("withheld", w["nearest"], record["record_id"])

@@ -219,3 +219,33 @@ def test_there_is_no_override():
 
     params = set(inspect.signature(check_gate).parameters)
     assert not {p for p in params if any(w in p for w in ("force", "override", "skip", "allow"))}
+
+
+def test_the_recipe_refuses_before_loading_anything_and_writes_only_refusal_records(world, tmp_path):
+    """`SampleRecipe.run` on a refused request: one refusal record per prompt, a registry row each, no audio."""
+    from lab.cli.demo import compose
+    from lab.recipes.sample import SampleRecipe
+    from lab.registry import Registry
+
+    env = world[0].env
+    out, url = tmp_path / "out", f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    cfg = compose(
+        "sample",
+        [
+            *env.overrides(),
+            f"checkpoint={world[1]}",
+            "prompts=[a,b]",
+            "use=[eval_only]",
+            f"out={out}",
+            f"registry_url={url}",
+        ],
+    )
+    recipe = SampleRecipe(cfg)
+    summary = recipe.run()
+    assert not summary.allowed and recipe.generator is None  # nothing loaded
+    assert len(summary.refusals) == len(SECONDS) and all("purpose_not_granted" in x for x in summary.refusals)
+    assert sorted(p.parent.name for p in out.rglob("*") if p.is_file()) == ["refusals", "refusals"]
+    with Registry(url) as registry:
+        rows = registry.outputs()
+    assert sorted(r["prompt"] for r in rows) == ["a", "b"] and {r["kind"] for r in rows} == {"refused"}
+    assert {Path(p).stem for p in summary.refusal_records} == {r["record_id"] for r in rows}
