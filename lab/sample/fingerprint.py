@@ -107,10 +107,6 @@ def fingerprint(audio: np.ndarray, sample_rate: int, *, fpcalc: str | None = Non
         return fingerprint_file(path, fpcalc=exe)
 
 
-def _popcount(x: np.ndarray) -> np.ndarray:
-    return np.bitwise_count(x)
-
-
 def best_ber(
     query: np.ndarray,
     refs: np.ndarray,
@@ -124,9 +120,9 @@ def best_ber(
     inside that recording (1.0 where none fits).
 
     ``refs`` is every recording's fingerprint concatenated; ``owner[i]`` the recording index of item i
-    (non-decreasing). Cost is O(len(query) x len(refs)) popcounts: the sheared matrix
-    ``G[i, d] = popcount(query[i] ^ refs[i + d])`` is summed along its columns with a cumulative sum,
-    so every (output window, alignment) pair costs O(1) more. Columns go in chunks to bound memory.
+    (non-decreasing). Cost is O(len(query) x len(refs)) popcounts: for each alignment d (query item 0 on
+    reference item d) the row ``popcount(query ^ refs[d : d + m])`` is summed over every window at once
+    with a cumulative sum. Rows are strided views (no index matrix) and go in chunks to bound memory.
     """
     q = np.asarray(query, dtype=np.uint32)
     m, n = len(q), len(refs)
@@ -134,30 +130,28 @@ def best_ber(
     if window <= 0 or m < window or n < window:
         return best
     starts = m - window + 1  # output windows
-    bits = 32.0 * window
-    pad = np.zeros(m, np.uint32)
-    rpad = np.concatenate([np.asarray(refs, np.uint32), pad])
-    opad = np.concatenate([np.asarray(owner, np.int64), np.full(m, -1, np.int64)])
-    rows = np.arange(m)[:, None]
-    # d = alignment of query item 0 with reference item d; only d in [-(m - window), n - window] can fit.
-    for lo in range(-(m - window), n - window + 1, chunk):
-        d = np.arange(lo, min(lo + chunk, n - window + 1))
-        idx = rows + d[None, :]  # (m, len(d)) reference index of each query item
-        inside = (idx >= 0) & (idx < n)
-        g = _popcount(q[:, None] ^ rpad[np.where(inside, idx, n)]).astype(np.int32)
-        c = np.concatenate([np.zeros((1, len(d)), np.int32), np.cumsum(g, axis=0)])
-        cost = c[window:] - c[:starts]  # (starts, len(d)) bits differing in each window
-        first = idx[:starts]  # reference index of each window's first item
-        last = first + window - 1
-        ok = (first >= 0) & (last < n)
-        ok &= opad[np.clip(first, 0, n)] == opad[np.clip(last, 0, n)]  # one recording, not across two
-        cost = np.where(ok, cost, np.iinfo(np.int32).max)
-        a = np.argmin(cost, axis=0)
-        col = np.arange(len(d))
-        cmin = cost[a, col]
-        valid = cmin < np.iinfo(np.int32).max
-        if not valid.any():
-            continue
-        rec = opad[first[a, col][valid]]
-        np.minimum.at(best, rec, cmin[valid] / bits)
+    # reference positions shifted by m, so alignments d in [-(m - window), n - window] index from 0
+    ext = np.concatenate([np.zeros(m, np.uint32), np.asarray(refs, np.uint32), np.zeros(m, np.uint32)])
+    own = np.concatenate([np.full(m, -1, np.int64), np.asarray(owner, np.int64), np.full(m, -1, np.int64)])
+    pos = np.arange(len(ext)) - m  # reference index of each ext slot
+    last = np.minimum(np.arange(len(ext)) + window - 1, len(ext) - 1)
+    # a window may start at p when it lies inside one recording (owners non-decreasing: first == last)
+    fits = (pos >= 0) & (pos + window <= n) & (own == own[last])
+    rows = np.lib.stride_tricks.sliding_window_view(ext, m)  # rows[d + m] = ext[d + m : d + 2m]
+    fit_rows = np.lib.stride_tricks.sliding_window_view(fits, starts)
+    acc = np.int16 if 32 * m < np.iinfo(np.int16).max else np.int32  # differing bits per row: <= 32 * m
+    worst = acc(32 * window + 1)
+    for lo in range(m - (m - window), n - window + 1 + m, chunk):  # ext offsets of the alignments
+        hi = min(lo + chunk, n - window + 1 + m)
+        g = np.bitwise_count(rows[lo:hi] ^ q[None, :])  # (alignments, m) uint8
+        c = np.zeros((hi - lo, m + 1), acc)
+        np.cumsum(g, axis=1, dtype=acc, out=c[:, 1:])
+        cost = c[:, window:] - c[:, :starts]  # (alignments, output windows)
+        cost[~fit_rows[lo:hi]] = worst
+        a = np.argmin(cost, axis=1)
+        cmin = cost[np.arange(hi - lo), a]
+        ok = cmin < worst
+        if ok.any():
+            rec = own[(np.arange(lo, hi) + a)[ok]]
+            np.minimum.at(best, rec, cmin[ok] / (32.0 * window))
     return best
