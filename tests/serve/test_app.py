@@ -301,6 +301,14 @@ def test_a_changed_statement_shows_its_signature_failing(client, statement):
         lines.write_bytes(original)
 
 
+def test_what_a_visitor_types_comes_back_escaped(client, world):
+    hostile = '<script>alert("x")</script><img src=x onerror=1>'
+    for url in (f"/checkpoints/{world.parent_id}", "/impact", "/royalties"):
+        page = client.get(url, params={"q": hostile, "holder": hostile})
+        assert page.status_code in (200, 404) and "<script>" not in page.text and "<img" not in page.text
+        assert "&lt;script&gt;" in page.text or url == "/royalties"
+
+
 def test_read_only_and_offline(client, world):
     for url in ("/", f"/checkpoints/{world.parent_id}", "/impact", "/royalties"):
         assert client.post(url).status_code == 405

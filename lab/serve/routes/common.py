@@ -70,8 +70,8 @@ def error_page(request: Request, status_code: int, message: str) -> HTMLResponse
 
 def expected_error_handler(status_code: int):
     async def handler(request: Request, exc: Exception) -> HTMLResponse:
-        text = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return error_page(request, status_code, f"{type(exc).__name__}: {text}")
+        lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        return error_page(request, status_code, f"{type(exc).__name__}: {lines[0] if lines else 'no detail'}")
 
     return handler
 
