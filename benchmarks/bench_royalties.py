@@ -195,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         f"| {PERIOD} | {done.checkpoints:,} | {done.exposure_rows:,} | {done.pools:,} | {done.lines:,} | {size:,.0f} "
         f"| {elapsed:.1f} | {rss:,.0f} (before: {rss_before:,.0f}) | ≤ {TARGET_S:.0f} s {'ok' if ok else 'MISSED'} |"
     )
-    print(f"\ntotals: {done.totals_by_currency}; statement {done.statement_id[:16]}; folder {done.folder}")
+    from lab.royalties.statements import TIMINGS
+
+    print("\n" + "; ".join(f"{k} {v:.1f} s" for k, v in TIMINGS.items()))
+    print(f"totals: {done.totals_by_currency}; statement {done.statement_id[:16]}; folder {done.folder}")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if ok or args.smoke else 1

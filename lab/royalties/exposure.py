@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,18 +33,16 @@ from lab.registry.schema import sources
 
 _RUN = re.compile(r"^(?P<run>.+)-step-(?P<step>\d+)$")
 _CHUNK = 500
-_READ_CHUNK = 20  # checkpoints per SQLite read (one delimited blob each)
 EXPOSURE_SCHEMA = pa.schema(
     [
         ("checkpoint_id", pa.string()),
         ("recording_id", pa.string()),
-        ("catalog", pa.string()),
         ("isrc", pa.string()),
         ("grant_id", pa.string()),
         ("exposure_ms", pa.int64()),
     ]
 )
-_READ = ("checkpoint_id", "recording_id", "catalog", "isrc", "grant_id", "seconds_seen")
+_READ = ("checkpoint_id", "recording_id", "isrc", "grant_id", "seconds_seen")
 
 
 def run_of(checkpoint_id: str) -> str:
@@ -71,27 +70,36 @@ def previous_in_run(checkpoints: Sequence[dict]) -> dict[str, str | None]:
 
 
 def _read_sqlite(cur, ids: list[str], own: bool) -> list[pa.Table]:
-    """Rows as delimited lines built by SQLite (printf + group_concat) and parsed by Arrow's CSV reader:
-    a million Python tuples would take most of a statement's time (the ledger's frame does the same)."""
-    fmt = "\x1f".join(["%s"] * (len(_READ) - 1) + ["%.17g"])  # %.17g: the float's exact value back
-    args = ", ".join(c if c != "isrc" else "coalesce(isrc, char(30))" for c in _READ)
+    """Rows as delimited lines built by SQLite (printf + group_concat), one checkpoint per query, parsed by
+    Arrow's CSV reader while SQLite builds the next (neither holds the GIL): a million Python tuples would
+    take most of a statement's time (the ledger's frame reads the same way)."""
+    cols = _READ[1:]  # the checkpoint id is the query's, not repeated per row
+    fmt = "\x1f".join(["%s"] * (len(cols) - 1) + ["%.17g"])  # %.17g: the float's exact value back
+    args = ", ".join(c if c != "isrc" else "coalesce(isrc, char(30))" for c in cols)
     parse = pacsv.ParseOptions(delimiter="\x1f", quote_char=False, double_quote=False, escape_char=False)
-    types = {c: (pa.float64() if c == "seconds_seen" else pa.string()) for c in _READ}
+    types = {c: (pa.float64() if c == "seconds_seen" else pa.string()) for c in cols}
     convert = pacsv.ConvertOptions(column_types=types, null_values=["\x1e"], strings_can_be_null=True)
-    read = pacsv.ReadOptions(column_names=list(_READ))
+    read = pacsv.ReadOptions(column_names=list(cols))
+    sql = (
+        f"SELECT CAST(group_concat(printf(?, {args}), char(10)) AS BLOB), count(*) FROM {sources.name} "
+        "WHERE checkpoint_id = ?" + (" AND seen_by = checkpoint_id" if own else "")
+    )
+
+    def fetch(cid: str):
+        return cur.execute(sql, (fmt, cid)).fetchone()
+
     out = []
-    for i in range(0, len(ids), _READ_CHUNK):
-        chunk = ids[i : i + _READ_CHUNK]
-        sql = (
-            f"SELECT CAST(group_concat(printf(?, {args}), char(10)) AS BLOB), count(*) FROM {sources.name} "
-            f"WHERE checkpoint_id IN ({', '.join('?' * len(chunk))})" + (" AND seen_by = checkpoint_id" if own else "")
-        )
-        blob, count = cur.execute(sql, [fmt, *chunk]).fetchone()
-        if count:
+    with ThreadPoolExecutor(1, thread_name_prefix="lab-royalties-read") as pool:
+        pending = pool.submit(fetch, ids[0]) if ids else None
+        for k, cid in enumerate(ids):
+            blob, count = pending.result()
+            pending = pool.submit(fetch, ids[k + 1]) if k + 1 < len(ids) else None
+            if not count:
+                continue
             t = pacsv.read_csv(pa.BufferReader(blob), read_options=read, parse_options=parse, convert_options=convert)
             if t.num_rows != count:  # cannot happen with lab identifiers; refuse rather than misread
                 raise ValueError("registry source rows hold a line break or a field delimiter")
-            out.append(t)
+            out.append(t.add_column(0, "checkpoint_id", pa.repeat(pa.scalar(cid, pa.string()), count)))
     return out
 
 

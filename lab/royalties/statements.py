@@ -24,6 +24,8 @@ import json
 import re
 import shutil
 import tempfile
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -73,6 +75,18 @@ LINE_COLUMNS = (
     "currency",
     "pool_id",
 )
+
+
+TIMINGS: dict[str, float] = {}  # seconds per phase of the last statement built here (benchmarks print it)
+
+
+@contextmanager
+def _phase(name: str):
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        TIMINGS[name] = TIMINGS.get(name, 0.0) + time.perf_counter() - t
 
 
 class RoyaltyInputError(ValueError):
@@ -244,10 +258,17 @@ class Built:
 _REC = ("pool_id", "model", "grant_id", "version", "right", "checkpoint_id", "recording_id", "isrc")
 
 
+def _heads(checkpoint_ids: pa.ChunkedArray | pa.Array, head_of: dict[str, int]) -> pa.Array:
+    """Each row's checkpoint's ledger head (via the few distinct checkpoints, not a Python loop per row)."""
+    enc = pc.dictionary_encode(checkpoint_ids)
+    enc = enc.combine_chunks() if isinstance(enc, pa.ChunkedArray) else enc
+    heads = np.array([head_of[c] for c in enc.dictionary.to_pylist()], np.int64)
+    return pa.array(heads[enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)] if len(enc) else [], pa.int64())
+
+
 def _with_version(rows: pa.Table, head_of: dict[str, int], versions: pa.Table) -> pa.Table:
-    heads = pa.array([head_of[c] for c in rows["checkpoint_id"].to_pylist()], pa.int64()) if rows.num_rows else None
-    rows = rows.append_column("head_seq", heads if heads is not None else pa.array([], pa.int64()))
-    return rows.join(versions, ["grant_id", "head_seq"], join_type="inner")
+    rows = rows.append_column("head_seq", _heads(rows["checkpoint_id"], head_of))
+    return rows.join(versions, ["grant_id", "head_seq"], join_type="inner", use_threads=False)
 
 
 def _rights(terms: pa.Table) -> pa.Table:
@@ -303,7 +324,7 @@ def _revenue_pools(registry, revenue: list[Revenue], head_of: dict[str, int], le
         return None
     ids = sorted({r.checkpoint_id for r in revenue})
     rows = own_rows(registry, ids, own=False)
-    rows = rows.group_by(["checkpoint_id", "recording_id", "catalog", "isrc", "grant_id"], use_threads=False)
+    rows = rows.group_by(["checkpoint_id", "recording_id", "isrc", "grant_id"], use_threads=False)
     rows = rows.aggregate([("exposure_ms", "sum")]).rename_columns({"exposure_ms_sum": "exposure_ms"})
     versions = versions_at(
         ledger,
@@ -337,37 +358,37 @@ def _revenue_pools(registry, revenue: list[Revenue], head_of: dict[str, int], le
 
 def build(registry, ledger, period: str, *, licensee: str, revenue: list[Revenue] = ()) -> Built:
     """Every pool and line of a period's statement (nothing written)."""
+    TIMINGS.clear()
     start, end = period_bounds(period)
-    already = _paid_elsewhere(registry, period)
-    chosen = [c for c in registry.checkpoints() if start <= c["created_at"] < end and c["checkpoint_id"] not in already]
-    pay: Payable = payable(registry, chosen)
-    head_of = {c["checkpoint_id"]: int(c["ledger_head_seq"]) for c in registry.checkpoints()}
+    with _phase("payable exposure"):
+        already = _paid_elsewhere(registry, period)
+        everyone = registry.checkpoints()
+        chosen = [c for c in everyone if start <= c["created_at"] < end and c["checkpoint_id"] not in already]
+        pay: Payable = payable(registry, chosen)
+    head_of = {c["checkpoint_id"]: int(c["ledger_head_seq"]) for c in everyone}
     rows = pay.rows
-    keys = (
-        pa.table(
-            {
-                "grant_id": rows["grant_id"],
-                "head_seq": pa.array([head_of[c] for c in rows["checkpoint_id"].to_pylist()], pa.int64()),
-            }
-        )
-        .group_by(["grant_id", "head_seq"])
-        .aggregate([])
-    )
-    rows = _with_version(rows, head_of, versions_at(ledger, keys))
+    with _phase("grant versions"):
+        keys = pa.table({"grant_id": rows["grant_id"], "head_seq": _heads(rows["checkpoint_id"], head_of)})
+        keys = keys.group_by(["grant_id", "head_seq"], use_threads=False).aggregate([])
+        rows = _with_version(rows, head_of, versions_at(ledger, keys))
     terms_cache: dict = {}
 
     def rights_of(r: pa.Table) -> pa.Table:
-        keys = r.select(["grant_id", "version"]).group_by(["grant_id", "version"]).aggregate([])
-        t = grant_terms(ledger, keys)
-        terms_cache.setdefault("parties", []).append(t)
-        return _rights(t)
+        with _phase("terms"):
+            keys = r.select(["grant_id", "version"]).group_by(["grant_id", "version"], use_threads=False).aggregate([])
+            t = grant_terms(ledger, keys)
+            terms_cache.setdefault("parties", []).append(t)
+            return _rights(t)
 
-    pieces = _exposure_pools(rows, rights_of(rows), period)
-    rev = _revenue_pools(registry, list(revenue), head_of, ledger, rights_of)
+    rights = rights_of(rows)
+    with _phase("pools"):
+        pieces = _exposure_pools(rows, rights, period)
+        rev = _revenue_pools(registry, list(revenue), head_of, ledger, rights_of)
     if rev is not None:
         pieces.append(rev)
     terms = pa.concat_tables(terms_cache["parties"]) if terms_cache.get("parties") else None
-    lines, pools = _split(pieces, terms, period, licensee)
+    with _phase("split into lines"):
+        lines, pools = _split(pieces, terms, period, licensee)
     accounted = pay.rows.select(["checkpoint_id", "recording_id", "grant_id", "exposure_ms"])
     return Built(lines, pools, accounted, pay.checkpoints, list(revenue))
 
@@ -789,8 +810,9 @@ def issue(
     period_bounds(period)
     revenue = read_revenue(revenue_file, registry, period) if revenue_file else []
     built = build(registry, ledger, period, licensee=licensee, revenue=revenue)
-    lines_bytes = _csv_bytes(built.lines.drop_columns(["payable_minor"]))
-    lines_id = hashlib.sha256(lines_bytes).hexdigest()
+    with _phase("lines.csv"):
+        lines_bytes = _csv_bytes(built.lines.drop_columns(["payable_minor"]))
+        lines_id = hashlib.sha256(lines_bytes).hexdigest()
     before = recorded(registry, period)
     pools_totals = _currency_totals(built.pools)
     n_ck, n_exp = len(built.checkpoints), built.accounted.num_rows
@@ -807,10 +829,12 @@ def issue(
                 period, lines_id, folder, built.lines.num_rows, built.pools.num_rows, n_ck, n_exp, pools_totals, False
             )
     issued_at = to_ts(utcnow())
-    statement_id, folder = write_folder(
-        built, Path(out), period, licensee=licensee, issued_at=issued_at, key_dir=key_dir, lines_bytes=lines_bytes
-    )
-    _record(registry, period, statement_id, folder, built, issued_at)
+    with _phase("write + sign folder"):
+        statement_id, folder = write_folder(
+            built, Path(out), period, licensee=licensee, issued_at=issued_at, key_dir=key_dir, lines_bytes=lines_bytes
+        )
+    with _phase("record in registry"):
+        _record(registry, period, statement_id, folder, built, issued_at)
     return Issued(
         period, statement_id, folder, built.lines.num_rows, built.pools.num_rows, n_ck, n_exp, pools_totals, True
     )
