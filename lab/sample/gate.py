@@ -74,7 +74,8 @@ def sampling_policy(uses: list[str], territory: str, licence_classes: dict[str, 
         )
     except ValueError as exc:
         first = exc.errors()[0] if hasattr(exc, "errors") else None
-        msg = f"{'.'.join(map(str, first['loc']))}: {first['msg']}" if first else str(exc)
+        where = ".".join("use" if part == "purposes" else str(part) for part in first["loc"]) if first else ""
+        msg = f"{where}: {first['msg'].removeprefix('Value error, ')}" if first else str(exc)
         raise GateInputError(f"sampling request: {msg}") from None
 
 
