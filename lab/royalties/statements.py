@@ -271,9 +271,29 @@ def _with_version(rows: pa.Table, head_of: dict[str, int], versions: pa.Table) -
     return rows.join(versions, ["grant_id", "head_seq"], join_type="inner", use_threads=False)
 
 
+def _first_of(table: pa.Table, keys: list[str]) -> pa.Table:
+    """The first row of each distinct key (hash-encoded, not a multi-column group-by over millions)."""
+    if not table.num_rows:
+        return table
+    key = _key(*(table[k] for k in keys)) if len(keys) > 1 else table[keys[0]]
+    enc = pc.dictionary_encode(key)
+    enc = enc.combine_chunks() if isinstance(enc, pa.ChunkedArray) else enc
+    _, first = np.unique(enc.indices.to_numpy(zero_copy_only=False), return_index=True)
+    return table.take(pa.array(np.sort(first)))
+
+
 def _rights(terms: pa.Table) -> pa.Table:
+    """One row per (grant, version, right): the right's model, amount and currency (the same on every party row)."""
     keys = ["grant_id", "version", "right", "model", "rate", "pool", "share", "currency"]
-    return terms.group_by(keys, use_threads=False).aggregate([]).select(keys)
+    return _first_of(terms.select(keys), ["grant_id", "version", "right"])
+
+
+def _codes(values: pa.ChunkedArray | pa.Array, of) -> np.ndarray:
+    """of(value) for every row, computed once per distinct value."""
+    enc = pc.dictionary_encode(values)
+    enc = enc.combine_chunks() if isinstance(enc, pa.ChunkedArray) else enc
+    table = np.array([of(v) for v in enc.dictionary.to_pylist()] or [0], dtype=np.int64)
+    return table[enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)] if len(enc) else np.zeros(0, np.int64)
 
 
 def _key(*cols: pa.Array) -> pa.Array:
@@ -301,10 +321,8 @@ def _exposure_pools(rows: pa.Table, rights: pa.Table, period: str) -> list[tuple
     if ff.num_rows:
         ff = ff.append_column("pool_id", _key(ff["model"], ff["grant_id"], ff["right"], pa.repeat(period, ff.num_rows)))
         pools = ff.group_by(["pool_id", "pool", "currency"], use_threads=False).aggregate([])
-        amounts = {
-            p: to_minor(Decimal(a), c)
-            for p, a, c in zip(pools["pool_id"].to_pylist(), pools["pool"].to_pylist(), pools["currency"].to_pylist())
-        }
+        minor = _codes(_key(pools["pool"], pools["currency"]), lambda k: to_minor(Decimal(k.split(":")[0]), k[-3:]))
+        amounts = dict(zip(pools["pool_id"].to_pylist(), minor.tolist()))
         out.append((ff, amounts))
     return out
 
@@ -449,26 +467,26 @@ def _split(pieces: list, terms: pa.Table | None, period: str, licensee: str) -> 
         "gross_minor", pa.array(gross)
     )
     parties = terms.select(["grant_id", "version", "right", "party_name", "party_id", "role", "party_share"])
-    parties = parties.group_by(parties.column_names, use_threads=False).aggregate([])
-    lines = rec.join(parties, ["grant_id", "version", "right"], join_type="inner")
-    lines = lines.sort_by(
-        [("rid", "ascending"), ("party_name", "ascending"), ("role", "ascending"), ("party_id", "ascending")]
-    )
+    parties = _first_of(parties, parties.column_names)  # revenue may have asked for the same terms again
+    parties = parties.append_column("party_ord", pa.array(np.arange(parties.num_rows, dtype=np.int64)))
+    lines = rec.join(parties, ["grant_id", "version", "right"], join_type="inner", use_threads=False)
+    # integer keys: each recording's lines, its parties in the grant's order (terms come sorted by grant)
+    lines = lines.sort_by([("rid", "ascending"), ("party_ord", "ascending")])
     rid = lines["rid"].to_numpy()
     if np.unique(rid).size != rec.num_rows:
         missing = rec.filter(pc.invert(pc.is_in(rec["rid"], lines["rid"])))
         g, r = missing["grant_id"][0].as_py(), missing["right"][0].as_py()
         raise RoyaltyRefused(f"grant {g} pays for the {r} right but names no party holding it")
-    scale = {}
-    for s in pc.unique(lines["party_share"]).to_pylist():
-        w = Decimal(s) * _SHARE_SCALE
+
+    def scaled(share: str) -> int:
+        w = Decimal(share) * _SHARE_SCALE
         if w != w.to_integral_value():
-            raise RoyaltyRefused(f"party share {s} has more than 6 decimals")
-        scale[s] = int(w)
-    weights = np.array([scale[s] for s in lines["party_share"].to_pylist()], np.int64)
+            raise RoyaltyRefused(f"party share {share} has more than 6 decimals")
+        return int(w)
+
+    weights = _codes(lines["party_share"], scaled)
     payable_minor = split_groups(gross, rid, weights)
-    digits_of = {c: minor_units(c) for c in pc.unique(lines["currency"]).to_pylist()}
-    digits = np.array([digits_of[c] for c in lines["currency"].to_pylist()], np.int64)
+    digits = _codes(lines["currency"], minor_units)
     ms = lines["exposure_ms"].to_numpy()
     n = lines.num_rows
     cols = {
