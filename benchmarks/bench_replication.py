@@ -251,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         "chosen thresholds (configs/replication/default.yaml): "
         f"tokens > {settings.token_threshold:.2f} (negatives reach {neg_t:.2f}), "
         f"audio > {settings.audio_threshold:.2f} (negatives reach {neg_a:.2f}); "
-        f"unrelated_ber {settings.unrelated_ber:.3f} (measured: unrelated median best BER "
+        f"unrelated_ber at window {index.prints.window}: {settings.unrelated_at(index.prints.window):.3f} "
+        "(measured: unrelated median best BER "
         f"{np.median(raw['unrelated']):.3f}, same key+timbre median {np.median(raw['same key+timbre']):.3f})"
     )
     ms = np.array(times) * 1000

@@ -58,13 +58,22 @@ class ReplicationSettings(BaseModel):
     codebooks: int = Field(1, ge=1, description="first k codebooks joined into one symbol per frame")
     window: int = Field(32, ge=4, description="fingerprint items (~0.124 s each) per compared output window")
     min_items: int = Field(8, ge=4, description="a fingerprint shorter than this is not compared")
-    unrelated_ber: float = Field(0.35, gt=0, lt=1, description="best BER of unrelated audio (calibrated)")
+    unrelated_ber: dict[int, float] = Field(
+        default_factory=lambda: {12: 0.279, 16: 0.302, 24: 0.333, 32: 0.349},
+        description="window (items) -> median best BER of unrelated audio at that window (calibrated); "
+        "interpolated, clamped at the ends: a shorter window finds closer chance matches",
+    )
     token_threshold: float = Field(0.3, ge=0, le=1)
     audio_threshold: float = Field(0.3, ge=0, le=1)
 
     @property
     def thresholds(self) -> dict[str, float]:
         return {"tokens": self.token_threshold, "audio": self.audio_threshold}
+
+    def unrelated_at(self, window: int) -> float:
+        """The BER that scores 0 for a comparison over ``window`` items."""
+        keys = sorted(self.unrelated_ber)
+        return float(np.interp(window, keys, [self.unrelated_ber[k] for k in keys]))
 
     def index_params(self) -> dict[str, Any]:
         """What changes the cached index (thresholds and the BER normaliser do not)."""
@@ -405,7 +414,7 @@ def check_replication(
         notes.append("no training recording long enough to fingerprint")
     else:
         ber, audio_rec, w = index.prints.best(query)
-        audio_score = float(np.clip(1.0 - ber / s.unrelated_ber, 0.0, 1.0))
+        audio_score = float(np.clip(1.0 - ber / s.unrelated_at(w), 0.0, 1.0))
         notes.append(f"best BER {ber:.3f} over {w}-item windows")
     over_t = token_score > th["tokens"]
     over_a = audio_score > th["audio"]
