@@ -202,3 +202,10 @@ def test_without_a_code_cache_the_index_is_unavailable(world, tmp_path):
     with pytest.raises(ReplicationUnavailable, match="no code cache") as err:
         ReplicationIndex.for_checkpoint(folder, home=tmp_path / "empty-home")
     assert "\n" not in str(err.value)
+
+
+def test_the_unrelated_ber_follows_the_compared_window():
+    s = load_settings(unrelated_ber={12: 0.25, 32: 0.35})
+    assert s.unrelated_at(32) == 0.35 and s.unrelated_at(12) == 0.25
+    assert s.unrelated_at(22) == pytest.approx(0.30)
+    assert s.unrelated_at(4) == 0.25  # clamped: no extrapolation below the shortest calibrated window
