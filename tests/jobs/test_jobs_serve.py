@@ -73,7 +73,8 @@ def served(registry_copy, demo, tmp_path):
 def test_click_through_checkpoints_card_impact_sample(served, shared_run, demo, registry_copy, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    from lab.cards import load_card
+    from lab.audit.verify import audit_checkpoint
+    from lab.cards import card_sha256, load_card
     from lab.registry import Registry
     from lab.rights.ledger import Ledger
     from lab.royalties.statements import issue
@@ -85,6 +86,10 @@ def test_click_through_checkpoints_card_impact_sample(served, shared_run, demo, 
     bundle = load_card(shared_run.last)
     top = min(bundle.sources.to_pylist(), key=lambda r: (-r["seconds_seen"], r["recording_id"]))  # the chart's order
 
+    with Registry(registry_copy) as registry, Ledger(demo.ledger_url) as ledger:  # as `lab audit` records it
+        report = audit_checkpoint(shared_run.last, public_key=demo.public_key, ledger=ledger)
+        registry.record_audit(last, report.to_dict(), data_card_sha256=card_sha256(shared_run.last))
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=_browser(), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -95,6 +100,7 @@ def test_click_through_checkpoints_card_impact_sample(served, shared_run, demo, 
             for cid in ids.values():
                 expect(table).to_contain_text(cid)
             expect(table.locator("tr", has_text=last)).to_contain_text("complete")
+            expect(table.locator("tr", has_text=last).locator(".badge.s-ok")).to_have_count(2)  # complete, ok
             page.screenshot(path=shots / "checkpoints.png")
 
             # card: audited now, every source listed, the largest bar first, then a search
