@@ -309,6 +309,27 @@ def test_what_a_visitor_types_comes_back_escaped(client, world):
         assert "&lt;script&gt;" in page.text or url == "/royalties"
 
 
+def test_pages_write_nothing(client, world, statement):
+    # SQLite's journal files and the ledger's verified-head cache (what `lab audit` refreshes too) may change
+    cache = ("-wal", "-shm", ".heads.verified.json")
+
+    def state() -> dict[str, tuple[int, int]]:
+        files = (p for p in world.root.rglob("*") if p.is_file() and not p.name.endswith(cache))
+        return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in files}
+
+    before = state()
+    for url in (
+        "/",
+        f"/checkpoints/{world.child_id}",
+        f"/checkpoints/{world.child_id}/audit",
+        "/impact?q=G-0006",
+        "/sample",
+        "/royalties",
+    ):
+        assert client.get(url).status_code == 200, url
+    assert state() == before
+
+
 def test_read_only_and_offline(client, world):
     for url in ("/", f"/checkpoints/{world.parent_id}", "/impact", "/royalties"):
         assert client.post(url).status_code == 405
