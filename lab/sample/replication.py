@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,7 +175,7 @@ class FingerprintIndex:
     recording_ids: list[str]
     items: np.ndarray  # uint32
     owners: np.ndarray  # int32, non-decreasing
-    window: int  # items per compared window (the index's shortest fingerprinted recording caps it)
+    window: int  # items per compared window; a recording shorter than that is compared over its own length
     skipped: list[str] = field(default_factory=list)  # recordings too short to fingerprint
 
     @classmethod
@@ -189,23 +189,41 @@ class FingerprintIndex:
             owners.append(np.full(len(p), len(ids), np.int32))
             ids.append(rid)
             items.append(p)
-        shortest = min((len(p) for p in items), default=window)
         return cls(
             ids,
             np.concatenate(items) if items else np.zeros(0, np.uint32),
             np.concatenate(owners) if owners else np.zeros(0, np.int32),
-            max(min_items, min(window, shortest)),
+            window,
             skipped,
         )
 
-    def best(self, query: np.ndarray) -> tuple[float, str | None, int]:
-        """(lowest BER, its recording, window used) of ``query`` against every recording."""
-        w = min(self.window, len(query))
-        if not len(self.recording_ids) or w <= 0:
-            return 1.0, None, w
-        ber = fp.best_ber(query, self.items, self.owners, len(self.recording_ids), window=w)
-        i = int(np.argmin(ber))
-        return float(ber[i]), self.recording_ids[i], w
+    def matches(self, query: np.ndarray) -> list[tuple[float, str, int]]:
+        """(lowest BER, its recording, window) per window size compared: recordings at least ``window``
+        long are compared over ``window`` items (fewer when the output is shorter); a shorter recording
+        over its own length, grouped with the recordings of that length, so one short jingle does not
+        shorten the windows (and raise the chance matches) of the rest."""
+        m = len(query)
+        if not self.recording_ids or m == 0:
+            return []
+        lengths = np.bincount(self.owners, minlength=len(self.recording_ids))
+        per_rec = np.minimum(np.minimum(lengths, self.window), m)  # the window each recording is compared over
+        out = []
+        for w in np.unique(per_rec):
+            recs = np.flatnonzero(per_rec == w)
+            if len(recs) == len(self.recording_ids):
+                items, owners = self.items, self.owners
+            else:
+                keep = np.isin(self.owners, recs)
+                items, owners = self.items[keep], np.searchsorted(recs, self.owners[keep]).astype(np.int32)
+            ber = fp.best_ber(query, items, owners, len(recs), window=int(w))
+            i = int(np.argmin(ber))
+            out.append((float(ber[i]), self.recording_ids[int(recs[i])], int(w)))
+        return out
+
+    def best(self, query: np.ndarray, unrelated_at: Callable[[int], float]) -> tuple[float, float, str | None, int]:
+        """(audio score, its BER, recording, window): the highest ``1 - BER / unrelated_at(window)``."""
+        scored = [(float(np.clip(1.0 - b / unrelated_at(w), 0.0, 1.0)), b, r, w) for b, r, w in self.matches(query)]
+        return max(scored, key=lambda x: (x[0], -x[1])) if scored else (0.0, 1.0, None, 0)
 
 
 # --------------------------------------------------------------------------- the index and the check
@@ -413,8 +431,7 @@ def check_replication(
     elif not index.prints.recording_ids:
         notes.append("no training recording long enough to fingerprint")
     else:
-        ber, audio_rec, w = index.prints.best(query)
-        audio_score = float(np.clip(1.0 - ber / s.unrelated_at(w), 0.0, 1.0))
+        audio_score, ber, audio_rec, w = index.prints.best(query, s.unrelated_at)
         notes.append(f"best BER {ber:.3f} over {w}-item windows")
     over_t = token_score > th["tokens"]
     over_a = audio_score > th["audio"]

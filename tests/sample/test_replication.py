@@ -209,3 +209,18 @@ def test_the_unrelated_ber_follows_the_compared_window():
     assert s.unrelated_at(32) == 0.35 and s.unrelated_at(12) == 0.25
     assert s.unrelated_at(22) == pytest.approx(0.30)
     assert s.unrelated_at(4) == 0.25  # clamped: no extrapolation below the shortest calibrated window
+
+
+def test_a_short_recording_is_compared_over_its_own_length_only():
+    from lab.sample.replication import FingerprintIndex
+
+    rng = np.random.default_rng(8)
+    long_a, long_b = (rng.integers(0, 2**32, 200, dtype=np.uint64).astype(np.uint32) for _ in range(2))
+    short = rng.integers(0, 2**32, 12, dtype=np.uint64).astype(np.uint32)
+    index = FingerprintIndex.build({"a": long_a, "jingle": short, "b": long_b}, window=32, min_items=8)
+    found = {rid: (ber, w) for ber, rid, w in index.matches(long_b[50:110])}
+    assert found["b"] == (0.0, 32)  # the long recordings keep the full window
+    assert found["jingle"][1] == 12 and found["jingle"][0] > 0.2
+    score, ber, rid, w = index.best(long_b[50:110], lambda w: 0.35)
+    assert (score, ber, rid, w) == (1.0, 0.0, "b", 32)
+    assert index.best(short, lambda w: 0.35)[2:] == ("jingle", 12)  # an output as short as the jingle
