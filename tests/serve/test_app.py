@@ -152,6 +152,10 @@ def test_a_tampered_checkpoint_fails_its_signature(world, tmp_path):
     html = client.get(f"/checkpoints/{world.parent_id}").text
     assert "badge s-fail" in html
     assert "FAIL" in section(html, "signature", "</section>")
+    shutil.rmtree(folder)  # a registered checkpoint whose folder is gone
+    gone = client.get(f"/checkpoints/{world.parent_id}")
+    assert gone.status_code == 404 and "no longer exists" in gone.text
+    assert "missing" in section(client.get("/").text, "checkpoints")
 
 
 def test_no_secret_reaches_any_page(world):
