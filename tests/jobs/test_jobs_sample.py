@@ -78,11 +78,19 @@ def test_lab_sample_refusal_writes_only_a_refusal_record(demo, shared_run, tmp_p
 
 
 @pytest.mark.slow
-def test_an_output_over_the_replication_threshold_is_withheld_without_audio(demo, shared_run, tmp_path):
-    """In-process, thresholds at 0: any resemblance withholds; the record names the nearest recording."""
+def test_an_output_over_the_replication_threshold_is_withheld_without_audio(demo, shared_run, tmp_path, monkeypatch):
+    """In-process, the real check with thresholds below any score: the output is withheld, no audio is
+    written, and the record names the nearest recording."""
+    import functools
+
     from lab.cli.demo import compose
     from lab.recipes.sample import SampleRecipe
+    from lab.sample import replication
 
+    real = replication.check_replication
+    monkeypatch.setattr(
+        replication, "check_replication", functools.partial(real, thresholds={"tokens": -1.0, "audio": -1.0})
+    )
     out_dir, url = tmp_path / "out", f"sqlite:///{tmp_path / 'registry.sqlite'}"
     cfg = compose(
         "sample",
@@ -90,16 +98,14 @@ def test_an_output_over_the_replication_threshold_is_withheld_without_audio(demo
             *demo.overrides(),
             f"checkpoint={shared_run.last}",
             "prompt=warm piano",
-            "duration=4",
+            "duration=10",  # long enough to fingerprint: the audio check names a recording
             "progress=false",
-            "replication.token_threshold=0",
-            "replication.audio_threshold=0",
             f"out={out_dir}",
             f"registry_url={url}",
         ],
     )
     summary = SampleRecipe(cfg).run()
-    assert summary.allowed and summary.released == []
+    assert summary.allowed and summary.released == [], summary.released
     (w,) = summary.withheld
     assert w["nearest"] and w["nearest"].startswith("demo-") and w["detail"].startswith("withheld: ")
     assert [p.parent.name for p in out_dir.rglob("*") if p.is_file()] == ["withheld"]  # a record, no audio
