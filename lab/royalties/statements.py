@@ -297,7 +297,9 @@ def _codes(values: pa.ChunkedArray | pa.Array, of) -> np.ndarray:
 
 
 def _key(*cols: pa.Array) -> pa.Array:
-    return pc.binary_join_element_wise(*[pc.cast(c, pa.string()) for c in cols], ":")
+    """Columns joined into one text key; a null (a party without an id) stays distinct from any text."""
+    opts = pc.JoinOptions(null_handling="replace", null_replacement="\x1e")
+    return pc.binary_join_element_wise(*[pc.cast(c, pa.string()) for c in cols], ":", options=opts)
 
 
 def _exposure_pools(rows: pa.Table, rights: pa.Table, period: str) -> list[tuple[pa.Table, dict[str, int]]]:

@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from royalty_helpers import PER_SECOND, REVENUE, ckpt, grant, make_ledger, registry, source_rows  # noqa: E402
+from royalty_helpers import PARTIES, PER_SECOND, REVENUE, ckpt, grant, make_ledger, registry, source_rows  # noqa: E402
 
 from lab.royalties.statements import RoyaltyInputError, RoyaltyRefused, build, issue, period_bounds  # noqa: E402
 
+# parties without ids (allowed): each still gets its own line
+NO_IDS = [{k: v for k, v in p.items() if k != "party_id"} for p in PARTIES]
 NOV = datetime(2026, 11, 5, tzinfo=timezone.utc)
 DEC = datetime(2026, 12, 3, tzinfo=timezone.utc)
 A, B, C = "run-step-000010", "run-step-000020", "run-step-000030"
@@ -26,7 +28,7 @@ A, B, C = "run-step-000010", "run-step-000020", "run-step-000030"
 def world(tmp_path):
     led = make_ledger(
         tmp_path / "l.sqlite",
-        [grant("G1", "r1", PER_SECOND), grant("G2", "r2", PER_SECOND), grant("G3", "r3", REVENUE)],
+        [grant("G1", "r1", PER_SECOND), grant("G2", "r2", PER_SECOND, NO_IDS), grant("G3", "r3", REVENUE)],
     )
     head = led.head()[0]
     reg = registry(
@@ -66,6 +68,8 @@ def test_pools_and_lines_add_up_exactly(world):
     # parties split each recording's gross by share (62.5 / 37.5)
     g1a = [x for x in lines if x["pool_id"] == "per_second_trained:G1:master:" + A]
     assert sorted((x["rights_holder"], x["payable"]) for x in g1a) == [("Label A", "1.25"), ("Singer B", "0.75")]
+    g2 = [x for x in lines if x["pool_id"] == "per_second_trained:G2:master:" + A]
+    assert sorted((x["rights_holder"], x["party_id"]) for x in g2) == [("Label A", None), ("Singer B", None)]
     # a none right has no pool and no line; revenue share without revenue has none either
     assert not [x for x in lines if x["grant_id"] == "G3"]
 
