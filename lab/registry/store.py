@@ -181,6 +181,8 @@ class Registry:
         checks = report.get("checks", [])
         failed = [{"name": c["name"], "detail": c["detail"]} for c in checks if not c["ok"]]
         summary = {"passed": len(checks) - len(failed), "failed": failed}
+        if report.get("status"):
+            summary["status"] = report["status"]  # ok | retained | retrain | retired: what the sampling gate reads
         row = {
             "checkpoint_id": checkpoint_id,
             "audited_at": to_ts(utcnow()),

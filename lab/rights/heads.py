@@ -178,8 +178,8 @@ class HeadLog:
             return None
 
     def remember_verified(self, seq: int, hash: str) -> None:
-        if seq <= 0:
-            return
+        if seq <= 0 or self.last_verified() == (int(seq), hash):
+            return  # unchanged: an fsync'd rewrite per check would cost every warm consent answer ~10 ms
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_bytes(self.state_path, orjson.dumps({"seq": int(seq), "hash": hash, "verified_at": to_ts(utcnow())}))
 
