@@ -59,7 +59,7 @@ class ReplicationSettings(BaseModel):
     window: int = Field(32, ge=4, description="fingerprint items (~0.124 s each) per compared output window")
     min_items: int = Field(8, ge=4, description="a fingerprint shorter than this is not compared")
     unrelated_ber: dict[int, float] = Field(
-        default_factory=lambda: {12: 0.279, 16: 0.302, 24: 0.333, 32: 0.349},
+        default_factory=lambda: {8: 0.252, 12: 0.279, 16: 0.302, 24: 0.333, 32: 0.349},
         description="window (items) -> median best BER of unrelated audio at that window (calibrated); "
         "interpolated, clamped at the ends: a shorter window finds closer chance matches",
     )
