@@ -183,3 +183,39 @@ def test_train_two_steps_and_audit(installed):
     assert ckpts, f"no checkpoint under {run_dir}"
     report = json.loads(run(installed, installed["lab"], "audit", ckpts[-1], "--json").stdout)
     assert report["ok"] is True, report
+    installed["state"]["checkpoint"] = ckpts[-1]
+
+
+def test_sample_and_royalties_from_the_wheel(installed):
+    """The product team's and the rights holders' steps from the installed package: the sample config,
+    the replication defaults, the C2PA trust root and the statement templates all come from the wheel."""
+    checkpoint = installed["state"].get("checkpoint")
+    if checkpoint is None:
+        pytest.skip("needs the training run above")
+    out = json.loads(
+        run(
+            installed,
+            installed["lab"],
+            "sample",
+            f"checkpoint={checkpoint}",
+            "prompt=soft piano",
+            "duration=1.0",
+            "json=true",
+        ).stdout
+    )
+    assert out["allowed"] and len(out["released"]) == 1, out
+    wav = out["released"][0]["path"]
+    assert Path(wav).is_relative_to(installed["work"] / "experiments")
+    check = json.loads(run(installed, installed["lab"], "verify-output", wav, "--json").stdout)
+    assert check["state"] == "trusted", check
+    period = json.loads(
+        run(installed, installed["lab"], "royalties", "statement", "--period", _this_month(), "--json").stdout
+    )
+    assert period["lines"] > 0 and Path(period["folder"], "statement.json").is_file(), period
+    run(installed, installed["lab"], "royalties", "reconcile", "--period", period["period"])
+
+
+def _this_month() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).strftime("%Y-%m")  # the checkpoint was written moments ago

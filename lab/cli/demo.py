@@ -11,7 +11,7 @@ import typer
 
 from ..resources import CONFIG_PACKAGE
 from . import app
-from .hydra_apps import print_clear_summary, print_train_summary
+from .hydra_apps import print_clear_summary, print_sample_summary, print_train_summary
 from .output import emit_json
 
 DEMO_CONSENT = (
@@ -65,6 +65,8 @@ def build_demo(home: Path, ledger_url: str, *, fresh: bool = False) -> dict:
 def demo_cmd(
     policy: str = typer.Option("commercial", help="policy config to clear under"),
     train: bool = typer.Option(True, help="fine-tune the tiny model after clearance"),
+    sample: bool = typer.Option(True, help="sample the last checkpoint through the gate (needs --train)"),
+    royalties: bool = typer.Option(True, help="issue this month's royalty statement (needs --train)"),
     fresh: bool = typer.Option(False, help="re-render the demo audio"),
     as_json: bool = typer.Option(False, "--json"),
     config_dir: Optional[list[Path]] = typer.Option(
@@ -72,7 +74,8 @@ def demo_cmd(
     ),
     overrides: list[str] = typer.Argument(None, help="extra Hydra overrides for the train step"),
 ) -> None:
-    """Build the demo catalogue and ledger, clear it, and (next) fine-tune on the snapshot."""
+    """Build the demo catalogue and ledger, clear it, fine-tune on the snapshot, then sample the last
+    checkpoint through the consent gate and issue this month's royalty statement: every user's first step."""
     from ..recipes.clear import main as clear_main
 
     dirs = config_dir or []
@@ -95,8 +98,66 @@ def demo_cmd(
             dirs,
         )
         out["training"] = train_main(tcfg).to_dict()
+        last = out["training"].get("last_checkpoint")
+        if sample and last:
+            out["sampling"] = _demo_sample(last, dirs)
+        if royalties and last:
+            out["royalties"] = _demo_statement(tcfg)
     if as_json:
         emit_json(out)
         return
     if "training" in out:
         print_train_summary(out["training"])
+    if "sampling" in out:
+        typer.echo("")
+        print_sample_summary(out["sampling"])
+    if "royalties" in out:
+        r = out["royalties"]
+        typer.echo("")
+        if r.get("refused"):
+            typer.echo(f"royalties: {r['refused']}")
+        else:
+            totals = ", ".join(f"{a} {c}" for c, a in r["totals"].items()) or "nothing payable"
+            typer.echo(f"royalty statement {r['period']}: {r['lines']} lines, {totals}; {r['folder']}")
+            typer.echo(f"prove it: lab royalties reconcile --period {r['period']}")
+
+
+DEMO_PROMPT = "warm piano over soft strings"
+
+
+def _demo_sample(checkpoint: str, dirs) -> dict:
+    """One short output from `checkpoint` for a commercial use in GB, the way `lab sample` makes it."""
+    from ..recipes.sample import main as sample_main
+
+    cfg = compose(
+        "sample",
+        [f"checkpoint={checkpoint}", f"prompt={DEMO_PROMPT}", "duration=2.0", "use=[ai_inference,commercial_output]"],
+        dirs,
+    )
+    return sample_main(cfg).to_dict()
+
+
+def _demo_statement(cfg) -> dict:
+    """This month's royalty statement over what the demo trained (a re-run that would change an issued
+    statement is refused by the royalties module and reported here, not raised)."""
+    from ..registry import Registry
+    from ..rights.heads import open_ledger
+    from ..royalties.statements import RoyaltyRefused, issue
+
+    home = Path(cfg.paths.home)
+    period = datetime.now(timezone.utc).strftime("%Y-%m")
+    with Registry(cfg.registry_url) as reg:
+        ledger = open_ledger(cfg.ledger_url, home=home)
+        try:
+            done = issue(reg, ledger, period, out=home / "royalties", key_dir=home / "keys", licensee="lab demo")
+        except RoyaltyRefused as exc:
+            return {"period": period, "refused": str(exc)}
+        finally:
+            ledger.close()
+    return {
+        "period": done.period,
+        "statement_id": done.statement_id,
+        "folder": str(done.folder),
+        "lines": done.lines,
+        "totals": done.totals_by_currency,
+    }
