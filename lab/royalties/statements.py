@@ -302,40 +302,34 @@ def _key(*cols: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise(*[pc.cast(c, pa.string()) for c in cols], ":", options=opts)
 
 
-def _exposure_pools(rows: pa.Table, rights: pa.Table, period: str) -> list[tuple[pa.Table, dict[str, int]]]:
-    """(recording rows, pool id → minor units) for per_second_trained and flat_fee pools."""
-    out = []
-    ps = rows.join(rights, ["grant_id", "version"], join_type="inner")
-    ps = ps.filter(pc.equal(ps["model"], "per_second_trained"))
+def _exposure_pools(rows: pa.Table, rights: pa.Table, period: str) -> list[tuple[pa.Table, dict | None]]:
+    """Recording rows with their pool id, for per_second_trained and flat_fee (amounts: computed per pool in
+    `_split`, from the pool's first row and its exposure)."""
+    out: list[tuple[pa.Table, dict | None]] = []
+    joined = rows.join(rights, ["grant_id", "version"], join_type="inner", use_threads=False)
+    ps = joined.filter(pc.equal(joined["model"], "per_second_trained"))
     if ps.num_rows:
-        ps = ps.append_column("pool_id", _key(ps["model"], ps["grant_id"], ps["right"], ps["checkpoint_id"]))
-        pools = ps.group_by(["pool_id", "rate", "currency"], use_threads=False).aggregate([("exposure_ms", "sum")])
-        amounts: dict[str, int] = {}
-        for (rate, cur), part in _by(pools, ["rate", "currency"]):
-            minor = _times_rate(part["exposure_ms_sum"].to_numpy(), Decimal(rate), cur)
-            amounts.update(zip(part["pool_id"].to_pylist(), minor.tolist()))
-        out.append((ps, amounts))
+        out.append(
+            (ps.append_column("pool_id", _key(ps["model"], ps["grant_id"], ps["right"], ps["checkpoint_id"])), None)
+        )
     # flat fee: one pool per grant × right × period, on the latest version the period's checkpoints used
-    latest = rows.group_by("grant_id").aggregate([("version", "max")]).rename_columns(["grant_id", "latest"])
-    ff = rows.join(latest, "grant_id").drop_columns(["version"]).rename_columns({"latest": "version"})
-    ff = ff.join(rights, ["grant_id", "version"], join_type="inner")
-    ff = ff.filter(pc.equal(ff["model"], "flat_fee"))
-    if ff.num_rows:
-        ff = ff.append_column("pool_id", _key(ff["model"], ff["grant_id"], ff["right"], pa.repeat(period, ff.num_rows)))
-        pools = ff.group_by(["pool_id", "pool", "currency"], use_threads=False).aggregate([])
-        minor = _codes(_key(pools["pool"], pools["currency"]), lambda k: to_minor(Decimal(k.split(":")[0]), k[-3:]))
-        amounts = dict(zip(pools["pool_id"].to_pylist(), minor.tolist()))
-        out.append((ff, amounts))
+    enc = pc.dictionary_encode(rows["grant_id"]).combine_chunks() if rows.num_rows else None
+    if enc is not None:
+        g, v = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), rows["version"].to_numpy()
+        lo, hi = np.full(len(enc.dictionary), np.iinfo(np.int64).max), np.zeros(len(enc.dictionary), np.int64)
+        np.minimum.at(lo, g, v)
+        np.maximum.at(hi, g, v)
+        if (lo == hi).all():  # one version per grant in the period (the usual case): the join above serves
+            ff = joined
+        else:
+            latest = rows.group_by("grant_id").aggregate([("version", "max")]).rename_columns(["grant_id", "latest"])
+            ff = rows.join(latest, "grant_id").drop_columns(["version"]).rename_columns({"latest": "version"})
+            ff = ff.join(rights, ["grant_id", "version"], join_type="inner", use_threads=False)
+        ff = ff.filter(pc.equal(ff["model"], "flat_fee"))
+        if ff.num_rows:
+            pid = _key(ff["model"], ff["grant_id"], ff["right"], pa.repeat(period, ff.num_rows))
+            out.append((ff.append_column("pool_id", pid), None))
     return out
-
-
-def _by(table: pa.Table, keys: list[str]):
-    for combo in table.select(keys).group_by(keys, use_threads=False).aggregate([]).to_pylist():
-        mask = None
-        for k, v in combo.items():
-            m = pc.equal(table[k], v)
-            mask = m if mask is None else pc.and_(mask, m)
-        yield tuple(combo[k] for k in keys), table.filter(mask)
 
 
 def _revenue_pools(registry, revenue: list[Revenue], head_of: dict[str, int], ledger, rights_of) -> tuple:
@@ -453,18 +447,26 @@ def _split(pieces: list, terms: pa.Table | None, period: str, licensee: str) -> 
     for rows, amt in pieces:
         model = rows["model"][0].as_py()
         normal.append(_normal(rows, *basis[model]))
-        amounts.update(amt)
+        amounts.update(amt or {})
     if not normal:
         return empty_lines.empty_table().append_column("payable_minor", pa.array([], pa.int64())), _pools_table(
-            None, {}
+            None, None, None, None
         )
     rec = pa.concat_tables(normal).sort_by(
         [("pool_id", "ascending"), ("checkpoint_id", "ascending"), ("recording_id", "ascending")]
     )
-    pool_ids = pc.unique(rec["pool_id"])
-    group = pc.index_in(rec["pool_id"], pool_ids).to_numpy().astype(np.int64)
-    totals = np.array([amounts[p] for p in pool_ids.to_pylist()], np.int64)
-    gross = split_groups(totals, group, rec["exposure_ms"].to_numpy())
+    rec = rec.combine_chunks()
+    n = rec.num_rows
+    pid = rec["pool_id"].chunk(0) if rec["pool_id"].num_chunks else pa.array([], pa.string())
+    change = np.ones(n, bool)  # rows are sorted by pool: a pool starts where the id changes
+    if n > 1:
+        change[1:] = pc.not_equal(pid.slice(1), pid.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(change)
+    group = np.cumsum(change) - 1
+    ms = rec["exposure_ms"].to_numpy()
+    pool_ms = np.add.reduceat(ms, starts)
+    totals = _pool_amounts(rec.take(pa.array(starts)), pool_ms, amounts)
+    gross = split_groups(totals, group, ms)
     rec = rec.append_column("rid", pa.array(np.arange(rec.num_rows, dtype=np.int64))).append_column(
         "gross_minor", pa.array(gross)
     )
@@ -515,7 +517,7 @@ def _split(pieces: list, terms: pa.Table | None, period: str, licensee: str) -> 
         "pool_id": lines["pool_id"],
     }
     out = pa.table({c: cols[c] for c in LINE_COLUMNS}).cast(empty_lines)
-    return out.append_column("payable_minor", pa.array(payable_minor)), _pools_table(rec, amounts)
+    return out.append_column("payable_minor", pa.array(payable_minor)), _pools_table(rec, starts, totals, pool_ms)
 
 
 POOL_COLUMNS = (
@@ -534,7 +536,33 @@ POOL_COLUMNS = (
 )
 
 
-def _pools_table(rec: pa.Table | None, amounts: dict[str, int]) -> pa.Table:
+def _pool_amounts(first: pa.Table, pool_ms: np.ndarray, given: dict[str, int]) -> np.ndarray:
+    """Each pool's amount in minor units, rounded once: rate × seconds, the monthly flat fee, or as given
+    (revenue shares). `first`: each pool's first row."""
+    totals = np.zeros(first.num_rows, np.int64)
+    model = first["model"].to_numpy(zero_copy_only=False)
+    ps = np.flatnonzero(model == "per_second_trained")
+    if ps.size:
+        sub = first.take(pa.array(ps))
+        combo = pc.dictionary_encode(_key(sub["rate"], sub["currency"]))
+        combo = combo.combine_chunks() if isinstance(combo, pa.ChunkedArray) else combo
+        idx = combo.indices.to_numpy(zero_copy_only=False)
+        for k, text in enumerate(combo.dictionary.to_pylist()):
+            m = idx == k
+            rate, cur = text.rsplit(":", 1)
+            totals[ps[m]] = _times_rate(pool_ms[ps[m]], Decimal(rate), cur)
+    ff = np.flatnonzero(model == "flat_fee")
+    if ff.size:
+        sub = first.take(pa.array(ff))
+        totals[ff] = _codes(_key(sub["rate"], sub["currency"]), lambda k: to_minor(Decimal(k.split(":")[0]), k[-3:]))
+    other = np.flatnonzero((model != "per_second_trained") & (model != "flat_fee"))
+    if other.size:
+        ids = first["pool_id"].take(pa.array(other)).to_pylist()
+        totals[other] = [given[p] for p in ids]
+    return totals
+
+
+def _pools_table(rec: pa.Table | None, starts, totals, pool_ms) -> pa.Table:
     if rec is None or not rec.num_rows:
         return pa.table(
             {
@@ -545,46 +573,23 @@ def _pools_table(rec: pa.Table | None, amounts: dict[str, int]) -> pa.Table:
                 for c in POOL_COLUMNS
             }
         )
-    g = (
-        rec.group_by("pool_id", use_threads=False)
-        .aggregate(
-            [
-                ("model", "min"),
-                ("grant_id", "min"),
-                ("version", "max"),
-                ("right", "min"),
-                ("checkpoint_id", "min"),
-                ("checkpoint_id", "count_distinct"),
-                ("rate", "min"),
-                ("currency", "min"),
-                ("exposure_ms", "sum"),
-                ("recording_id", "count"),
-            ]
-        )
-        .sort_by("pool_id")
-    )
-    ids = g["pool_id"].to_pylist()
-    minor = np.array([amounts[p] for p in ids], np.int64)
-    cur = g["currency_min"].to_pylist()
-    one_ckpt = pc.equal(g["checkpoint_id_count_distinct"], 1)
+    first = rec.take(pa.array(starts))
+    recordings = np.diff(np.append(starts, rec.num_rows))
+    flat = pc.equal(first["model"], "flat_fee")  # a period's pool: no single checkpoint
     return pa.table(
         {
-            "pool_id": g["pool_id"],
-            "compensation_model": g["model_min"],
-            "grant_id": g["grant_id_min"],
-            "grant_version": g["version_max"],
-            "rights_type": g["right_min"],
-            "checkpoint_id": pc.if_else(
-                pc.and_(one_ckpt, pc.not_equal(g["model_min"], "flat_fee")),
-                g["checkpoint_id_min"],
-                pa.scalar("", pa.string()),
-            ),
-            "rate": g["rate_min"],
-            "currency": g["currency_min"],
-            "exposure_ms": g["exposure_ms_sum"],
-            "recordings": g["recording_id_count"],
-            "amount": _fmt_minor(minor, np.array([minor_units(c) for c in cur], np.int64)),
-            "amount_minor": pa.array(minor),
+            "pool_id": first["pool_id"],
+            "compensation_model": first["model"],
+            "grant_id": first["grant_id"],
+            "grant_version": first["version"],
+            "rights_type": first["right"],
+            "checkpoint_id": pc.if_else(flat, pa.scalar("", pa.string()), first["checkpoint_id"]),
+            "rate": first["rate"],
+            "currency": first["currency"],
+            "exposure_ms": pa.array(pool_ms),
+            "recordings": pa.array(recordings.astype(np.int64)),
+            "amount": _fmt_minor(totals, _codes(first["currency"], minor_units)),
+            "amount_minor": pa.array(totals),
         }
     )
 
