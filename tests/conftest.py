@@ -31,6 +31,39 @@ for _key, _value in {
     os.environ.setdefault(_key, _value)
 
 
+# What training looks like in a test or in a fixture it uses (a lab run, the generic Trainer, a
+# CLI `lab train`): such a test is marked `slow` when collected, so that the
+# fast suite (`make test-fast`) never trains and a new training test cannot forget its marker.
+_TRAINS = re.compile(
+    r"\btrain\(|\bTrainer\(|\bTrainRecipe\(|\.fit\("  # a run in-process (jobs_helpers.train, the Trainer)
+    r"|[\"']train[\"'],\s*[\"']experiment="  # `lab train experiment=…` as a subprocess
+)
+_trains_cache: dict[object, bool] = {}
+
+
+def _trains(func) -> bool:
+    import inspect
+
+    if func not in _trains_cache:
+        try:
+            _trains_cache[func] = bool(_TRAINS.search(inspect.getsource(func)))
+        except (OSError, TypeError):
+            _trains_cache[func] = False
+    return _trains_cache[func]
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slow") or not hasattr(item, "function"):
+            continue
+        fixtures = getattr(item, "_fixtureinfo", None)
+        funcs = [item.function]
+        if fixtures is not None:
+            funcs += [d.func for defs in fixtures.name2fixturedefs.values() for d in defs]
+        if any(_trains(f) for f in funcs):
+            item.add_marker(pytest.mark.slow)
+
+
 def _postgres_bindir() -> Path | None:
     def version(p: str) -> int:
         m = re.search(r"/postgresql/(\d+)/", p)
