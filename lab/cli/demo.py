@@ -118,7 +118,10 @@ def demo_cmd(
             typer.echo(f"royalties: {r['refused']}")
         else:
             totals = ", ".join(f"{a} {c}" for c, a in r["totals"].items()) or "nothing payable"
-            typer.echo(f"royalty statement {r['period']}: {r['lines']} lines, {totals}; {r['folder']}")
+            when = "" if r["issued_now"] else " (issued earlier this month, unchanged)"
+            typer.echo(f"royalty statement {r['period']}{when}: {r['lines']} lines, {totals}; {r['folder']}")
+            if r["waiting"]:
+                typer.echo(f"{r['waiting']} checkpoint(s) trained since are paid in next month's statement")
             typer.echo(f"prove it: lab royalties reconcile --period {r['period']}")
 
 
@@ -160,4 +163,6 @@ def _demo_statement(cfg) -> dict:
         "folder": str(done.folder),
         "lines": done.lines,
         "totals": done.totals_by_currency,
+        "issued_now": done.reissued,
+        "waiting": done.waiting,
     }

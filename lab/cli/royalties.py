@@ -46,20 +46,22 @@ def statement_cmd(
     what it paid; a re-run gives the same statement id and pays nothing twice."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from ..rights.ledger import Ledger, LedgerError
+    from ..rights.consent import LedgerBroken
+    from ..rights.heads import open_ledger
+    from ..rights.ledger import LedgerError
     from ..royalties.statements import RoyaltyInputError, RoyaltyRefused, issue
     from ..royalties.terms import TermsError
-    from ..settings import keys_dir
+    from ..settings import keys_dir, lab_home
     from .registry import open_registry
 
     try:
-        with open_registry(registry, json_) as reg, Ledger(ledger) as led:
+        with open_registry(registry, json_) as reg, open_ledger(ledger, home=lab_home()) as led:
             done = issue(
                 reg, led, period, out=out or _out_default(), key_dir=keys_dir(), licensee=licensee, revenue_file=revenue
             )
     except RoyaltyInputError as exc:
         fail(str(exc), code=2, as_json=json_)
-    except (RoyaltyRefused, TermsError, LedgerError, SQLAlchemyError) as exc:
+    except (RoyaltyRefused, TermsError, LedgerError, LedgerBroken, SQLAlchemyError) as exc:
         fail(f"statement {period}: {getattr(exc, 'orig', None) or exc}", as_json=json_)
     info = {
         "ok": True,
@@ -72,6 +74,7 @@ def statement_cmd(
         "lines": done.lines,
         "totals": done.totals_by_currency,
         "written": done.reissued,
+        "waiting": done.waiting,
     }
     if json_:
         emit_json(info)
@@ -90,6 +93,13 @@ def statement_cmd(
             ]
         ],
     )
+    if done.waiting:
+        console.print(
+            f"{done.waiting} checkpoint(s) created by the end of {done.period} are not in this issued statement: "
+            "the next period's statement pays them",
+            highlight=False,
+            markup=False,
+        )
 
 
 def _public_key() -> Path:

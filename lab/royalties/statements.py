@@ -253,6 +253,7 @@ class Built:
     accounted: pa.Table  # the payable exposure rows recorded as paid (checkpoint, recording, grant, ms)
     checkpoints: list[dict]
     revenue: list[Revenue] = field(default_factory=list)
+    ledger_head: dict | None = None  # the verified ledger head the terms were read at
 
 
 _REC = ("pool_id", "model", "grant_id", "version", "right", "checkpoint_id", "recording_id", "isrc")
@@ -375,9 +376,8 @@ def build(registry, ledger, period: str, *, licensee: str, revenue: list[Revenue
     TIMINGS.clear()
     start, end = period_bounds(period)
     with _phase("payable exposure"):
-        already = _paid_elsewhere(registry, period)
         everyone = registry.checkpoints()
-        chosen = [c for c in everyone if start <= c["created_at"] < end and c["checkpoint_id"] not in already]
+        chosen = period_checkpoints(registry, period, everyone)
         pay: Payable = payable(registry, chosen)
     head_of = {c["checkpoint_id"]: int(c["ledger_head_seq"]) for c in everyone}
     rows = pay.rows
@@ -622,6 +622,28 @@ def _pools_table(rec: pa.Table | None, starts, totals, pool_ms) -> pa.Table:
 # --------------------------------------------------------------------------- the registry's record
 
 
+def period_checkpoints(registry, period: str, everyone: list[dict] | None = None) -> list[dict]:
+    """The checkpoints a period's statement pays. Issued: exactly the ones it paid (a re-run reproduces
+    it). Not yet issued: every checkpoint created before the period's end that no statement has paid —
+    one registered after its own month's statement was issued is carried into the next statement,
+    never lost and never paid twice."""
+    _, end = period_bounds(period)
+    everyone = registry.checkpoints() if everyone is None else everyone
+    before = recorded(registry, period)
+    if before is not None:
+        ids = {cid for cid, _previous in before["checkpoints"]}
+        return [c for c in everyone if c["checkpoint_id"] in ids]
+    already = _paid_elsewhere(registry, period)
+    return [c for c in everyone if c["created_at"] < end and c["checkpoint_id"] not in already]
+
+
+def waiting(registry, period: str) -> int:
+    """Checkpoints created before the period's end that no statement pays yet (carried to the next one)."""
+    _, end = period_bounds(period)
+    paid_ids = _paid_elsewhere(registry, "")
+    return sum(c["created_at"] < end and c["checkpoint_id"] not in paid_ids for c in registry.checkpoints())
+
+
 def _paid_elsewhere(registry, period: str) -> set[str]:
     """Checkpoints whose exposure a statement of another period already paid."""
     if not registry.exists():
@@ -779,6 +801,7 @@ def write_folder(
             "statement_id": statement_id,
             "licensee": licensee,
             "issued_at": issued_at,
+            "ledger": built.ledger_head,
             "checkpoints": [
                 {
                     "checkpoint_id": c["checkpoint_id"],
@@ -842,6 +865,7 @@ class Issued:
     exposure_rows: int
     totals_by_currency: dict[str, str]
     reissued: bool  # False when the period's recorded statement was found identical and left as it was
+    waiting: int = 0  # checkpoints created by the period's end that no statement pays yet (the next one will)
 
 
 def issue(
@@ -858,8 +882,14 @@ def issue(
     leaves the recorded statement as it is; one that would differ is refused (a statement once issued is
     not silently rewritten)."""
     period_bounds(period)
+    # Terms are read from the ledger only once its chain verifies (the consent module's check, as for
+    # clearance, training, audit and sampling); the head it verified is in the statement's header.
+    from lab.rights.consent import verify_chain
+
+    head_seq, head_hash = verify_chain(ledger, incremental=True)
     revenue = read_revenue(revenue_file, registry, period) if revenue_file else []
     built = build(registry, ledger, period, licensee=licensee, revenue=revenue)
+    built.ledger_head = {"head_seq": head_seq, "head_hash": head_hash}
     with _phase("lines.csv"):
         lines_bytes = _csv_bytes(built.lines.drop_columns(["payable_minor"]))
         lines_id = hashlib.sha256(lines_bytes).hexdigest()
@@ -876,7 +906,16 @@ def issue(
         folder = Path(before["folder"])
         if (folder / SIGNATURE).is_file():
             return Issued(
-                period, lines_id, folder, built.lines.num_rows, built.pools.num_rows, n_ck, n_exp, pools_totals, False
+                period,
+                lines_id,
+                folder,
+                built.lines.num_rows,
+                built.pools.num_rows,
+                n_ck,
+                n_exp,
+                pools_totals,
+                False,
+                waiting(registry, period),
             )
     issued_at = to_ts(utcnow())
     with _phase("write + sign folder"):

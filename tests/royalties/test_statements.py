@@ -10,11 +10,13 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from royalty_helpers import PARTIES, PER_SECOND, REVENUE, ckpt, grant, make_ledger, registry, source_rows  # noqa: E402
 
+from lab.registry.schema import sources  # noqa: E402
 from lab.royalties.statements import RoyaltyInputError, RoyaltyRefused, build, issue, period_bounds  # noqa: E402
 
 # parties without ids (allowed): each still gets its own line
@@ -109,11 +111,28 @@ def test_a_revocation_does_not_claw_back(world):
     )
 
 
-def test_a_changed_registry_does_not_rewrite_an_issued_period(world):
+def test_a_late_checkpoint_is_carried_to_the_next_statement_not_lost_nor_paid_twice(world):
     tmp, led, reg = world
-    issue(reg, led, "2026-11", out=tmp / "out", key_dir=tmp / "keys")
+    first = issue(reg, led, "2026-11", out=tmp / "out", key_dir=tmp / "keys")
     late = "late-step-000010"
     reg.bulk_load([ckpt(late, 10, NOV + timedelta(days=2), led.head()[0])], source_rows(late, [("r1", "G1", 5.0)]))
+    again = issue(reg, led, "2026-11", out=tmp / "out", key_dir=tmp / "keys")
+    assert (again.statement_id, again.reissued, again.waiting) == (first.statement_id, False, 1)
+    dec = build(reg, led, "2026-12", licensee="lab")
+    assert late in [c["checkpoint_id"] for c in dec.checkpoints]  # beside December's own checkpoints
+    mine = dec.accounted.filter(pc.equal(dec.accounted["checkpoint_id"], late))
+    assert mine["exposure_ms"].to_pylist() == [5000]
+
+
+def test_an_issued_period_is_not_rewritten_when_what_it_paid_changes(world):
+    tmp, led, reg = world
+    first = issue(reg, led, "2026-11", out=tmp / "out", key_dir=tmp / "keys")
+    paid_one = first.folder / "statement.json"
+    cid = json.loads(paid_one.read_text())["checkpoints"][0]["checkpoint_id"]
+    with reg.engine.begin() as conn:  # the registry now says that checkpoint saw twice as much
+        conn.execute(
+            sources.update().where(sources.c.checkpoint_id == cid).values(seconds_seen=sources.c.seconds_seen * 2)
+        )
     with pytest.raises(RoyaltyRefused, match="was issued as statement"):
         issue(reg, led, "2026-11", out=tmp / "out", key_dir=tmp / "keys")
 
