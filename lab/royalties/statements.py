@@ -709,7 +709,7 @@ def _csv_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _slug(holder: str, party_id: str | None) -> str:
+def holder_slug(holder: str, party_id: str | None) -> str:
     base = re.sub(r"[^A-Za-z0-9]+", "-", party_id or holder).strip("-")[:60] or "holder"
     return f"{base}-{hashlib.sha256(f'{holder}|{party_id}'.encode()).hexdigest()[:8]}"
 
@@ -754,7 +754,7 @@ def _holder_pages(folder: Path, lines: pa.Table, totals: list[dict], header: dic
         mask = pc.equal(lines["rights_holder"], holder)
         mask = pc.and_(mask, pc.is_null(lines["party_id"]) if pid is None else pc.equal(lines["party_id"], pid))
         mine = lines.filter(mask)
-        slug = _slug(holder, pid)
+        slug = holder_slug(holder, pid)
         names[slug] = holder
         html = page.render(
             header=header,

@@ -165,7 +165,7 @@ def _card(folder: Path, listing: dict[str, list[int]] | None) -> tuple[Any, str]
 _STATUS_IN_DETAIL = re.compile(r"status (ok|retained|retrain|retired)\b")
 
 
-def _audit_status(audit: dict[str, Any] | None) -> str | None:
+def audit_status(audit: dict[str, Any] | None) -> str | None:
     if not audit:
         return None
     summary = audit.get("summary") or {}
@@ -197,11 +197,11 @@ def registry_status(registry: Registry, checkpoint_id: str, card_sha: str | None
         audit = audits.get(ck["checkpoint_id"])
         if i == 0 and audit and card_sha and audit.get("data_card_sha256") not in (None, card_sha):
             audit = None  # an audit of another copy of the card says nothing about this one
-        if _audit_status(audit) == "retired":
+        if audit_status(audit) == "retired":
             who = "its last audit" if i == 0 else f"ancestor {ck['checkpoint_id']}'s last audit"
             return False, f"retired: {who} ({audit['audited_at']}) found a source under on_termination retire"
     audited = audits.get(checkpoint_id)
-    when = f"last audit {audited['audited_at']}: {_audit_status(audited) or 'failed'}" if audited else "never audited"
+    when = f"last audit {audited['audited_at']}: {audit_status(audited) or 'failed'}" if audited else "never audited"
     return True, f"registered, not retired ({when})"
 
 

@@ -28,7 +28,7 @@ MAX_ROWS = 500  # source rows one page lists
 def checkpoint_rows(registry) -> list[dict[str, Any]]:
     """The registry's checkpoints with their last audit, as `lab checkpoints list` shows them."""
     from lab.checkpoint.folder import is_complete
-    from lab.sample.gate import _audit_status as audit_status  # the gate's reading of a recorded audit
+    from lab.sample.gate import audit_status  # the gate's reading of a recorded audit
 
     rows, audits = registry.checkpoints(), registry.audits()
     out = []

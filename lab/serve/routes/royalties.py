@@ -77,7 +77,7 @@ def royalties_page(
     if holder.strip():
         totals = [t for t in totals if holder.strip().lower() in f"{t['rights_holder']} {t['party_id']}".lower()]
     # the statement names each holder's page by its own rule (one definition, in lab.royalties.statements)
-    from lab.royalties.statements import _slug as holder_slug
+    from lab.royalties.statements import holder_slug
 
     listed_pages = (header or {}).get("holders") or {}
     for t in totals:
