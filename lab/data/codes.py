@@ -49,7 +49,7 @@ from tqdm import tqdm
 from ..models.codec import encode_batch, hop_length, resolve_bandwidth
 from ..models.digest import config_for_digest, model_digest
 from ..snapshot import Snapshot, load_snapshot
-from ..util.atomic import publish_new_dir
+from ..util.atomic import publish_new_dir, set_aside
 from ..util.audio import _sinc_kernel, to_mono
 from ..util.audio import resample as _resample
 from ..util.canonical import canonical_json
@@ -577,16 +577,6 @@ def _rows(
         yield flush()
 
 
-def _set_aside(final: Path) -> None:
-    """Move a refused cache out of the way in one rename (a concurrent builder may already have), then remove it."""
-    aside = final.parent / f".{final.name}.refused-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        os.rename(final, aside)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(aside, ignore_errors=True)
-
-
 def build_code_cache(
     snapshot: Snapshot | str | Path,
     codec,
@@ -631,7 +621,7 @@ def build_code_cache(
         log.warning(message)
         if notify is not None:
             notify(message)
-        _set_aside(final)
+        set_aside(final)
 
     cfg = codec.config
     sr = int(cfg.sampling_rate)

@@ -20,7 +20,6 @@ never released unchecked.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -35,8 +34,9 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..util.atomic import publish_new_dir
+from ..util.atomic import publish_new_dir, set_aside
 from ..util.canonical import digest as json_digest
+from ..util.canonical import sha256_file
 from . import fingerprint as fp
 from .records import ReplicationResult
 
@@ -278,7 +278,7 @@ class ReplicationIndex:
             "fp_recordings": self.prints.recording_ids,
             "fp_window": self.prints.window,
             "fp_skipped": self.prints.skipped,
-            "npz_sha256": _sha256(arrays),
+            "npz_sha256": sha256_file(arrays),
         }
         (folder / "index.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
 
@@ -291,7 +291,7 @@ class ReplicationIndex:
             meta = orjson.loads((folder / "index.json").read_bytes())
             if meta.get("schema") != INDEX_SCHEMA or meta.get("index_params") != s.index_params():
                 raise ReplicationUnavailable(f"{folder.name}: built with other parameters")
-            if _sha256(folder / "index.npz") != meta.get("npz_sha256"):
+            if sha256_file(folder / "index.npz") != meta.get("npz_sha256"):
                 raise ReplicationUnavailable(f"{folder.name}: index.npz does not match its sha256")
             with np.load(folder / "index.npz") as z:
                 a = {k: z[k] for k in z.files}
@@ -345,7 +345,7 @@ class ReplicationIndex:
             try:
                 return cls.load(final, s)
             except ReplicationUnavailable:
-                _set_aside(final)
+                set_aside(final)
         try:
             ds = load_code_cache(cache, snapshot, codec_digest=info["codec_digest"])
         except Exception as exc:  # noqa: BLE001 - a refused cache: the gate cannot compare tokens
@@ -543,20 +543,3 @@ def _find_snapshot(snapshot_id: str, cfg: Mapping[str, Any], home: Path) -> Path
         if (c / "snapshot.json").is_file() and c.name == snapshot_id:
             return c
     raise ReplicationUnavailable(f"snapshot {snapshot_id} not found (looked in {', '.join(map(str, candidates))})")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _set_aside(final: Path) -> None:
-    aside = final.parent / f".{final.name}.refused-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        os.rename(final, aside)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(aside, ignore_errors=True)

@@ -129,3 +129,15 @@ def publish_dir(staging: str | os.PathLike, final: str | os.PathLike) -> Path:
     if backup.exists():
         shutil.rmtree(backup)
     return final
+
+
+def set_aside(final: str | os.PathLike) -> None:
+    """Move a refused folder out of the way in one rename (a concurrent process may already have), then
+    remove it: readers never see it half deleted, and a rebuild can publish in its place at once."""
+    final = Path(final)
+    aside = final.parent / f".{final.name}.refused-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        os.rename(final, aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
