@@ -13,8 +13,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rights"))
 from rights_helpers import amend, grant  # noqa: E402
 from test_compensation import _old_payload, write_old_ledger  # noqa: E402
 
+import lab.royalties.terms as terms_mod  # noqa: E402
 from lab.rights.ledger import Ledger  # noqa: E402
 from lab.royalties.terms import TERMS_SCHEMA, TermsError, grant_terms  # noqa: E402
+
+python_batch = terms_mod._python_batch
 
 PARTIES = [
     {
@@ -105,3 +108,29 @@ def test_an_old_ledger_reads_the_same_model_for_every_right(tmp_path):
         ("composition", "per_second_trained", "0.002", "EUR"),
     }
     assert [r["party_share"] for r in rows] == ["62.5", "37.5", "40.0", "60.0"]  # floats via their shortest text
+
+
+def test_arrow_and_python_reads_give_the_same_table(ledger, monkeypatch):
+    ks = keys(("G-2", 1), ("G-1", 2), ("G-1", 1))  # (grant_id, version) order is not seq order
+    fast = grant_terms(ledger, ks)
+    calls = []
+    monkeypatch.setattr(terms_mod, "_python_batch", lambda b: calls.append(len(b)) or python_batch(b))
+    assert grant_terms(ledger, ks).equals(fast) and not calls  # today's payloads: Arrow's reader alone
+
+    def refuse(*a, **k):
+        raise pa.ArrowInvalid("JSON parse error: Column(/grant/compensation) changed from array to object")
+
+    monkeypatch.setattr(terms_mod.pajson, "read_json", refuse)  # as for old payloads: every batch read in Python
+    slow = grant_terms(ledger, ks)
+    assert calls and slow.equals(fast)
+    assert slow.num_rows == 8
+
+
+def test_seqs_given_skip_the_lookup_and_are_checked(ledger, monkeypatch):
+    frame = ledger.frame(columns=["seq", "grant_id", "version"])
+    assert grant_terms(ledger, frame).equals(grant_terms(ledger, frame.select(["grant_id", "version"])))
+    wrong = frame.set_column(0, "seq", pa.array(frame["seq"].to_pylist()[::-1], pa.int64()))
+    with pytest.raises(TermsError, match="is not at ledger seq"):
+        grant_terms(ledger, wrong)
+    with pytest.raises(TermsError, match="not in the ledger"):
+        grant_terms(ledger, frame.set_column(0, "seq", pa.array([1, 2, 99], pa.int64())))
