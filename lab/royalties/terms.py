@@ -5,11 +5,11 @@ pydantic object per grant would take minutes, so the stored payloads are read wh
 (`Ledger.payload_batches(seqs)`: one newline-joined blob per batch, no JSON work in the database),
 and parsed by Arrow's JSON reader against an explicit schema of just the terms, two batches at a time
 while the next is read; then joined on (grant, right) with numpy. Having the database cut the fields
-out instead (`grant_fields=`) parses every payload once per field: measured at 1M grant versions,
-several times slower than Arrow reading the whole payload. Amounts and shares stay the decimal
-strings the ledger holds (`Decimal(text)` is exact); a batch holding events stored before terms were
-per right (one compensation object, float rate and shares) is read in Python the way
-`lab.rights.records` reads it (`legacy_compensation`, `Decimal(str(x))`).
+out instead (`grant_fields=`) parses every payload once per field (SQLite 3.40 keeps no parse):
+measured at 1M grant versions, 21.7 s for the terms that way, 11.0 s this way (8.8 s with seqs
+given). Amounts and shares stay the decimal strings the ledger holds (`Decimal(text)` is exact); a
+batch holding events stored before terms were per right (one compensation object, float rate and
+shares) is read in Python the way `lab.rights.records` reads it (`legacy_compensation`, `Decimal(str(x))`).
 """
 
 from __future__ import annotations
