@@ -1,7 +1,7 @@
 """Calibrate the replication gate: copies of training audio against unrelated and same-key/timbre clips.
 
     .venv/bin/python benchmarks/bench_replication.py            # 24 training clips x 30 s, 10 s outputs
-    .venv/bin/python benchmarks/bench_replication.py --smoke    # 6 x 12 s, to keep the script working
+    .venv/bin/python benchmarks/bench_replication.py --smoke    # 4 x 12 s, to keep the script working
 
 Training audio is synthesized (lab.catalog.synth: timbre, key, mode, tempo, pattern chosen per clip);
 the codec is lab's tiny MusicGen EnCodec (16 kHz, 4 codebooks x 256, 50 Hz) with codebooks fitted by
@@ -151,13 +151,13 @@ def q(v: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--smoke", action="store_true", help="6 clips x 12 s: checks the script, not the figures")
+    ap.add_argument("--smoke", action="store_true", help="4 clips x 12 s: checks the script, not the figures")
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--scale-hours", type=float, default=100.0, help="random fingerprint index for the timing line")
     args = ap.parse_args(argv)
     if args.smoke:
-        args.clips, args.seconds, args.scale_hours = 6, 12.0, 1.0
+        args.clips, args.seconds, args.scale_hours = 4, 12.0, 1.0
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     settings = load_settings()
