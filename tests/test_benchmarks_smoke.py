@@ -10,15 +10,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow  # it trains the tiny model through the recipe for a few steps
-def test_gpu_step_benchmark_smoke():
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_gpu_step.py"), "--smoke"],
+def smoke(script: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`benchmarks/<script> --smoke` on one thread, as `make bench` would run it (small sizes)."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--smoke"],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         env=dict(os.environ, OMP_NUM_THREADS="1"),
     )
+
+
+@pytest.mark.slow  # it trains the tiny model through the recipe for a few steps
+def test_gpu_step_benchmark_smoke():
+    out = smoke("bench_gpu_step.py")
     assert out.returncode == 0, out.stderr
     row = [line for line in out.stdout.splitlines() if line.startswith("| musicgen decoder")]
     assert row and "tokens/s" in out.stdout
@@ -27,13 +32,7 @@ def test_gpu_step_benchmark_smoke():
 
 @pytest.mark.slow  # synthesizes audio, fits a tiny codec and fingerprints every case (~30 s)
 def test_replication_benchmark_smoke():
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_replication.py"), "--smoke"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
-    )
+    out = smoke("bench_replication.py")
     assert out.returncode == 0, out.stderr
     copy = [line for line in out.stdout.splitlines() if line.startswith("| copy |")]
     assert copy and copy[0].split("|")[5].strip() == "4/4"  # every planted copy withheld
@@ -42,13 +41,7 @@ def test_replication_benchmark_smoke():
 
 @pytest.mark.slow  # trains the tiny model 2 steps, generates 2 s, builds the replication index (~1 min)
 def test_sample_benchmark_smoke():
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_sample.py"), "--smoke"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
-    )
+    out = smoke("bench_sample.py", timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in out.stdout.splitlines() if "|" in line}
     for step in ("gate, warm", "generate 2 s, tiny model", "replication check per output"):
@@ -58,13 +51,7 @@ def test_sample_benchmark_smoke():
 
 @pytest.mark.slow  # builds a 10,000-grant ledger and registry, then one statement (~20 s)
 def test_royalties_benchmark_smoke():
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_royalties.py"), "--smoke"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, OMP_NUM_THREADS="1"),
-    )
+    out = smoke("bench_royalties.py")
     assert out.returncode == 0, out.stderr
     row = [line for line in out.stdout.splitlines() if line.startswith("| 2026-11 |")]
     assert row, out.stdout
